@@ -1,0 +1,48 @@
+"""CLI commands of the data stages: ``qmlrp ingest`` and ``qmlrp split``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from qmlrp import paths
+from qmlrp.params import stage_params
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="Parameter file with one section per stage.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ingest")
+    def ingest_command(
+        params: Path = PARAMS,
+        source: Optional[str] = typer.Option(None, help="'qm9pack', or dsgdb9nsd.xyz.tar.bz2, or a folder of QM9 XYZ files (overrides params)."),
+        limit: Optional[int] = typer.Option(None, help="Seeded uniform sample of this many molecules (overrides params)."),
+        output: Path = typer.Option(paths.QM9_TABLE, help="Parquet table to write."),
+    ) -> None:
+        """Read QM9 (qm9pack or the original XYZ files) into one Parquet table."""
+        from qmlrp.data.ingest import ingest
+
+        p = stage_params("ingest", params)
+        result = ingest(
+            source=source or p.get("source", "qm9pack"),
+            output=output,
+            rejects=paths.INGEST_REJECTS,
+            metrics=paths.METRICS / "ingest.json",
+            limit=limit if limit is not None else p.get("limit"),
+            seed=int(p.get("seed", 0)),
+            on_error=p.get("on_error", "fail"),
+        )
+        typer.echo(f"ingest: {result.n_molecules} molecules -> {output} ({result.n_rejected} malformed)")
+
+    @app.command("split")
+    def split_command(params: Path = PARAMS) -> None:
+        """Shuffle the featurized molecules (seeded) into uniform cross-validation folds."""
+        from qmlrp.data.split import split
+
+        p = stage_params("split", params)
+        result = split(paths.FEATURES, paths.FOLDS, paths.METRICS / "split.json",
+                       n_folds=int(p["n_folds"]), seed=int(p["seed"]))
+        typer.echo(f"split: {result['n_molecules']} molecules into {result['n_folds']} folds "
+                   f"of {result['min_fold_size']}-{result['max_fold_size']}")

@@ -1,0 +1,54 @@
+"""Stage ``split``: a seeded, unbiased shuffle of the QM9 ids into uniform folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qmlrp.errors import QmlrpError
+from qmlrp.io import write_json, write_parquet
+
+
+def assign_folds(ids: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """(n,) fold of each id: a uniform random permutation dealt round-robin, so fold sizes differ by <= 1.
+
+    The result depends only on the set of ids, the seed and ``n_folds`` (ids are sorted first).
+    """
+    if n_folds < 2:
+        raise QmlrpError(f"split.n_folds must be at least 2, got {n_folds}")
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) < n_folds:
+        raise QmlrpError(f"split: {len(ids)} molecules cannot fill {n_folds} folds")
+    order = np.argsort(ids, kind="stable")
+    permutation = np.random.default_rng(seed).permutation(len(ids))
+    folds = np.empty(len(ids), dtype=np.int8)
+    folds[order[permutation]] = np.arange(len(ids)) % n_folds
+    return folds
+
+
+def split(features: str | Path, output: str | Path, metrics: str | Path, n_folds: int = 10, seed: int = 0) -> dict[str, object]:
+    """Write ``output`` (columns id, fold) for the featurized molecules and fold sizes to ``metrics``."""
+    molecules = Path(features) / "molecules.parquet"
+    if not molecules.exists():
+        raise QmlrpError(f"{molecules}: not found (run `dvc repro featurize` first)")
+    ids = pq.read_table(molecules, columns=["id"]).column("id").to_numpy()
+    folds = assign_folds(ids, n_folds, seed)
+    order = np.argsort(ids)
+    write_parquet(pa.table({"id": ids[order], "fold": folds[order]}), output)
+    sizes = np.bincount(folds, minlength=n_folds)
+    result = {"n_molecules": int(len(ids)), "n_folds": int(n_folds), "min_fold_size": int(sizes.min()),
+              "max_fold_size": int(sizes.max())}
+    write_json(result, metrics)
+    return result
+
+
+def read_folds(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, folds) from the split stage's output."""
+    path = Path(path)
+    if not path.exists():
+        raise QmlrpError(f"{path}: not found (run `dvc repro split` first)")
+    table = pq.read_table(path)
+    return table.column("id").to_numpy(), table.column("fold").to_numpy()

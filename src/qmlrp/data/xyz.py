@@ -1,0 +1,188 @@
+"""XYZ files: the original QM9 format (``dsgdb9nsd_*.xyz``) and plain (multi-molecule) XYZ.
+
+The QM9 format (Ramakrishnan et al., Sci. Data 1, 140022 (2014)) is::
+
+    n
+    gdb <index> A B C mu alpha homo lumo gap r2 zpve U0 U H G Cv
+    <element> x y z mulliken          (n lines, Angstrom, e)
+    <harmonic frequencies, cm^-1>
+    <GDB-17 SMILES> <B3LYP relaxed SMILES>
+    <GDB-17 InChI>  <B3LYP relaxed InChI>
+
+Numbers may use Mathematica's ``*^`` exponent notation (``1.2*^-6``).
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qmlrp.data.record import ELEMENT_NUMBERS, Qm9Record
+from qmlrp.data.schema import SCALAR_COLUMNS
+from qmlrp.errors import InputError
+
+PERIODIC_SYMBOLS: tuple[str, ...] = (
+    "X", "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar",
+    "K", "Ca", "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As", "Se", "Br", "Kr",
+    "Rb", "Sr", "Y", "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I", "Xe",
+)
+SYMBOL_TO_NUMBER: dict[str, int] = {s.upper(): z for z, s in enumerate(PERIODIC_SYMBOLS) if z > 0}
+
+
+@dataclass
+class XyzRecord:
+    """A molecule from a plain XYZ block.
+
+    Attributes:
+        atomic_numbers: (n,) int.
+        coordinates: (n, 3) float, Angstrom.
+        smiles: a SMILES if the file carried one (QM9 format), else None.
+    """
+
+    name: str
+    atomic_numbers: np.ndarray
+    coordinates: np.ndarray
+    smiles: str | None = None
+
+
+def qm9_float(token: str) -> float:
+    """Parse a QM9 number, accepting Mathematica's ``*^`` exponent notation."""
+    return float(token.replace("*^", "e"))
+
+
+def _atom_number(symbol: str, where: str) -> int:
+    number = SYMBOL_TO_NUMBER.get(symbol.strip().upper())
+    if number is None:
+        if symbol.strip().isdigit():
+            return int(symbol)
+        raise InputError(where, f"unknown element symbol {symbol!r}")
+    return number
+
+
+def parse_qm9_xyz(text: str, name: str) -> Qm9Record:
+    """Parse one file in the original QM9 format; raise InputError naming ``name`` and the line."""
+    lines = text.splitlines()
+    try:
+        n = int(lines[0].split()[0])
+    except (IndexError, ValueError):
+        raise InputError(name, "line 1: expected the number of atoms") from None
+    if len(lines) < n + 5:
+        raise InputError(name, f"{len(lines)} lines, expected {n + 5} for {n} atoms in QM9 format")
+    header = lines[1].split()
+    if len(header) != 2 + len(SCALAR_COLUMNS) or header[0] != "gdb":
+        raise InputError(name, f"line 2: expected 'gdb <index>' and {len(SCALAR_COLUMNS)} properties")
+    try:
+        index = int(header[1])
+        scalars = {col: qm9_float(tok) for col, tok in zip(SCALAR_COLUMNS, header[2:])}
+    except ValueError as err:
+        raise InputError(name, f"line 2: bad number ({err})") from None
+    numbers = np.zeros(n, dtype=np.int8)
+    coords = np.zeros((n, 3))
+    charges = np.zeros(n)
+    for k in range(n):
+        fields = lines[2 + k].split()
+        if len(fields) != 5:
+            raise InputError(name, f"line {3 + k}: expected 'element x y z charge', got {len(fields)} fields")
+        symbol = fields[0]
+        if symbol not in ELEMENT_NUMBERS:
+            raise InputError(name, f"line {3 + k}: element {symbol!r} is not one of H, C, N, O, F")
+        numbers[k] = ELEMENT_NUMBERS[symbol]
+        try:
+            coords[k] = [qm9_float(t) for t in fields[1:4]]
+            charges[k] = qm9_float(fields[4])
+        except ValueError as err:
+            raise InputError(name, f"line {3 + k}: bad number ({err})") from None
+    try:
+        freqs = np.array([qm9_float(t) for t in lines[2 + n].split()])
+    except ValueError as err:
+        raise InputError(name, f"line {3 + n}: bad frequency ({err})") from None
+    smiles = lines[3 + n].split()
+    inchi = lines[4 + n].split()
+    if len(smiles) != 2 or len(inchi) != 2:
+        raise InputError(name, f"lines {4 + n}-{5 + n}: expected two SMILES and two InChI")
+    record = Qm9Record(
+        id=index, name=name, smiles=smiles[0], inchi=inchi[0], smiles_relaxed=smiles[1],
+        inchi_relaxed=inchi[1], atomic_numbers=numbers, coordinates=coords, mulliken_charges=charges,
+        frequencies_cm1=freqs, scalars=scalars,
+    )
+    record.validate()
+    return record
+
+
+def iter_qm9_source(path: Path) -> Iterator[tuple[str, str]]:
+    """Yield (name, text) for each QM9 XYZ file in a folder, a ``.tar.bz2``/``.tar`` archive, or one file."""
+    path = Path(path)
+    if path.is_dir():
+        for file in sorted(path.glob("*.xyz")):
+            yield file.stem, file.read_text()
+    elif path.name.endswith((".tar.bz2", ".tbz2", ".tar", ".tar.gz")):
+        try:
+            with tarfile.open(path, "r:*") as archive:
+                for member in archive:
+                    if member.isfile() and member.name.endswith(".xyz"):
+                        handle = archive.extractfile(member)
+                        assert handle is not None
+                        yield Path(member.name).stem, handle.read().decode()
+        except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+            raise InputError(str(path), f"unreadable archive ({err})") from None
+    elif path.is_file():
+        yield path.stem, path.read_text()
+    else:
+        raise InputError(str(path), "no such file or folder")
+
+
+def read_xyz(path: str | Path) -> list[XyzRecord]:
+    """Read every molecule of a plain or QM9-format XYZ file (several blocks may follow each other).
+
+    Raises InputError naming the file and line when the file is malformed.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(where, f"cannot read ({err.__class__.__name__})") from None
+    records: list[XyzRecord] = []
+    pos = 0
+    while pos < len(lines):
+        if not lines[pos].strip():
+            pos += 1
+            continue
+        try:
+            n = int(lines[pos].split()[0])
+        except ValueError:
+            raise InputError(where, f"line {pos + 1}: expected the number of atoms, got {lines[pos].strip()[:30]!r}") from None
+        if n <= 0:
+            raise InputError(where, f"line {pos + 1}: number of atoms must be positive")
+        if pos + 2 + n > len(lines):
+            raise InputError(where, f"line {pos + 1}: {n} atoms announced but the file ends early")
+        comment = lines[pos + 1]
+        block = lines[pos + 2: pos + 2 + n]
+        is_qm9 = comment.startswith("gdb ") and pos + n + 5 <= len(lines)
+        numbers = np.zeros(n, dtype=np.int64)
+        coords = np.zeros((n, 3))
+        for k, line in enumerate(block):
+            fields = line.split()
+            if len(fields) < 4:
+                raise InputError(where, f"line {pos + 3 + k}: expected 'element x y z'")
+            numbers[k] = _atom_number(fields[0], f"{where}: line {pos + 3 + k}")
+            try:
+                coords[k] = [qm9_float(t) for t in fields[1:4]]
+            except ValueError:
+                raise InputError(where, f"line {pos + 3 + k}: bad coordinate") from None
+        smiles = None
+        end = pos + 2 + n
+        if is_qm9:
+            smiles = lines[end + 1].split()[0]
+            end += 3
+        records.append(XyzRecord(name=f"{path.stem}#{len(records) + 1}", atomic_numbers=numbers, coordinates=coords, smiles=smiles))
+        pos = end
+    if not records:
+        raise InputError(where, "no molecules found")
+    if len(records) == 1:
+        records[0].name = path.stem
+    return records
