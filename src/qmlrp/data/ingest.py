@@ -52,7 +52,8 @@ def records_to_table(records: Iterable[Qm9Record]) -> pa.Table:
 def _collect(items: Iterable[Qm9Record | InputError], total: int | None) -> tuple[list[Qm9Record], list[InputError]]:
     good: list[Qm9Record] = []
     bad: list[InputError] = []
-    for item in tqdm(items, total=total, desc="ingest", unit="mol", file=sys.stderr, mininterval=2.0):
+    for item in tqdm(items, total=total, desc="ingest", unit="mol", file=sys.stderr, mininterval=2.0,
+                    disable=None):
         (bad if isinstance(item, InputError) else good).append(item)
     return good, bad
 
@@ -84,6 +85,8 @@ def ingest(source: str, output: str | Path, rejects: str | Path, metrics: str | 
             frame = frame.iloc[positions]
         good, bad = _collect(qm9pack_source.iter_records(frame), len(frame))
     else:
+        if not Path(source).exists():
+            raise InputError(str(source), "no such file or folder")
         good, bad = _collect(_xyz_items(Path(source)), None)
         positions = sample_positions(len(good), limit, seed)
         if positions is not None:

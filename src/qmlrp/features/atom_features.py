@@ -2,15 +2,16 @@
 
 H-bond rules (defined here, tested in tests/features/test_atom_features.py):
 
-* **donor**: an N or O atom carrying at least one hydrogen, i.e. the N-H and O-H groups that
-  Lipinski's rule of five counts as donors (Lipinski et al., Adv. Drug Deliv. Rev. 23, 3 (1997)).
-  Charged N-H+ counts; C-H never does.
-* **acceptor**: RDKit's Lipinski acceptor pattern (``rdkit.Chem.Lipinski.HAcceptorSmarts``): hydroxyl
-  O not bonded to a carbonyl-like atom, any other divalent or anionic O, N of valence 3 whose lone pair is
-  not conjugated into an exocyclic C=O/C=N/C=S (so amide N is not an acceptor, nitrile and amine N are),
-  aromatic n without H, and F.
+* **donor**: an N or O atom carrying at least one hydrogen: the N-H and O-H groups that Lipinski's
+  rule of five counts as donors (Lipinski et al., Adv. Drug Deliv. Rev. 23, 3 (1997)). Charged N-H+
+  counts; C-H never does.
+* **acceptor**: Lipinski's N and O (plus F), refined as in the Daylight/RDKit acceptor patterns to
+  drop atoms whose lone pair is not available: any O that is neutral or anionic; neutral F;
+  neutral non-aromatic N unless single-bonded to a C that is double-bonded to O, N or S (amide,
+  amidine, thioamide N); aromatic n with two connections (pyridine-type, not pyrrole-type nH).
+  Positively charged N and O are never acceptors.
 
-The flag sits on the heavy atom; hydrogens carry neither.
+The flags sit on the heavy atom; hydrogens carry neither.
 """
 
 from __future__ import annotations
@@ -22,11 +23,8 @@ from rdkit.Chem import rdPartialCharges
 from qmlrp.errors import InputError
 from qmlrp.features.layout import ATOMIC_NUMBERS, N_ATOM_FEATURES, RING_SIZES
 
-HBOND_DONOR = Chem.MolFromSmarts("[N,O;!H0]")
-HBOND_ACCEPTOR = Chem.MolFromSmarts(
-    "[$([O,S;H1;v2]-[!$(*=[O,N,P,S])]),$([O,S;H0;v2]),$([O,S;-]),$([N;v3;!$(N-*=!@[O,N,P,S])]),"
-    "$([nH0,o,s;+0]),$([F])]"
-)
+HBOND_DONOR = Chem.MolFromSmarts("[N,n,O,o;!H0]")
+HBOND_ACCEPTOR = Chem.MolFromSmarts("[$([O,o;+0,-1]),$([F;+0]),$([N;+0;!$(N-[C,c]=[O,N,S])]),$([n;+0;X2])]")
 _ELEMENT_COLUMN = {z: k for k, z in enumerate(ATOMIC_NUMBERS)}
 _HYBRIDIZATION_COLUMN = {
     Chem.HybridizationType.SP: 15,

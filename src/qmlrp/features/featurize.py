@@ -108,7 +108,7 @@ def featurize_table(table: str | Path, output: str | Path, failures: str | Path,
         s = slice(k * chunk_size, min(n, (k + 1) * chunk_size))
         todo.append((Chunk(k, ids[s], names[s], smiles[s], numbers[s], coords[s]), scratch))
     done_before = n - sum(len(t[0].ids) for t in todo)
-    progress = tqdm(total=n, initial=done_before, desc="featurize", unit="mol", file=sys.stderr, mininterval=2.0)
+    progress = tqdm(total=n, initial=done_before, desc="featurize", unit="mol", file=sys.stderr, mininterval=2.0, disable=None)
     if todo:
         if workers == 1:
             for task in todo:

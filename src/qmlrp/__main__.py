@@ -1,0 +1,5 @@
+"""``python -m qmlrp`` == ``qmlrp``."""
+
+from qmlrp.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""The ``qmlrp`` command: help lists the stages, user errors are one line with exit status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def qmlrp(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "qmlrp", *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+def test_help_lists_stages():
+    result = qmlrp("--help")
+    assert result.returncode == 0
+    for command in ("ingest", "featurize", "split"):
+        assert command in result.stdout
+
+
+def test_bad_source_is_one_line_error(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    result = qmlrp("ingest", "--source", str(tmp_path / "missing.tar.bz2"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("error: ") and "missing.tar.bz2: no such file or folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_params_file(tmp_path):
+    result = qmlrp("split", cwd=tmp_path)
+    assert result.returncode == 2 and "params.yaml: parameter file not found" in result.stderr
