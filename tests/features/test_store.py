@@ -74,4 +74,5 @@ def test_featurize_stage_resumes_after_interruption(tmp_path, monkeypatch):
     ids = pd.read_parquet(table).id.to_numpy()
     failed = pd.read_csv(tmp_path / "failures.csv").id.to_numpy()
     assert sorted(store.ids.tolist() + failed.tolist()) == sorted(ids.tolist())
+    assert np.isfinite(store.atom_features).all()  # no NaN Gasteiger charge survives featurization
     assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())
