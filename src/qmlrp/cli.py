@@ -27,6 +27,9 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "qmlrp.data.commands",
     "qmlrp.features.commands",
+    "qmlrp.training.commands",
+    "qmlrp.relevance.commands",
+    "qmlrp.labels.commands",
 )
 
 for _name in COMMAND_MODULES:

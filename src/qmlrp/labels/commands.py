@@ -1,0 +1,132 @@
+"""CLI commands of the β labels: ``label-beta``, ``dalton-write``, ``dalton-read``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from qmlrp.errors import InputError, QmlrpError
+from qmlrp.params import stage_params
+
+
+def run_label_beta(params_path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Run the ``label_beta`` stage from the params file; return its metrics."""
+    from qmlrp.labels.orchestrate import StageConfig, run_stage
+
+    cfg = StageConfig.from_params(stage_params("label_beta", params_path))
+    return run_stage(cfg)
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise InputError("--ids", f"expected comma-separated integers, got {text!r}") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("label-beta")
+    def label_beta_command(
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
+    ) -> None:
+        """Static β, α and μ labels (PySCF, Dask) for the molecules chosen in params label_beta."""
+        try:
+            m = run_label_beta(params)
+        except KeyboardInterrupt:
+            typer.echo("label-beta: interrupted; finished molecules are saved - rerun to resume",
+                       err=True)
+            raise typer.Exit(130) from None
+        typer.echo(
+            f"label-beta: {m['n_done']}/{m['n_selected']} labelled, {m['n_failed']} failed, "
+            f"{m['n_computed_this_run']} computed in {m['wall_s']:.0f} s -> {m['labels_dir']}")
+
+    @app.command("dalton-write")
+    def dalton_write_command(
+        output: Path = typer.Option(..., "--output", "-o", help="Folder for the .dal/.mol pairs."),
+        table: Path = typer.Option(Path("data/qm9.parquet"), "--table", help="QM9 molecule table."),
+        ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated QM9 ids."),
+        count: Optional[int] = typer.Option(None, "--count", help="Random selection size."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random selection seed."),
+        max_atoms: Optional[int] = typer.Option(None, "--max-atoms", help="Size cap."),
+        method: Optional[str] = typer.Option(None, "--method", help="rks or rhf."),
+        xc: Optional[str] = typer.Option(None, "--xc", help="Functional (PySCF name)."),
+        basis: Optional[str] = typer.Option(None, "--basis", help="Basis set."),
+        params: Path = typer.Option(Path("params.yaml"), "--params",
+                                    help="Defaults for level and selection (section label_beta)."),
+    ) -> None:
+        """DALTON .dal/.mol inputs (static quadratic response) for a selection of molecules.
+
+        The selection is --ids, else --count/--seed/--max-atoms, else that of params label_beta;
+        the level is params label_beta's unless overridden.
+        """
+        from qmlrp.labels.beta import Level
+        from qmlrp.labels.dalton_write import write_inputs
+        from qmlrp.labels.orchestrate import load_molecules, select_molecules
+
+        p = stage_params("label_beta", params) if Path(params).exists() else {}
+        for key, val in (("method", method), ("xc", xc), ("basis", basis)):
+            if val is not None:
+                p[key] = val
+        try:
+            level = Level.from_params(p)
+        except (TypeError, ValueError) as err:
+            raise InputError("level of theory", str(err)) from err
+        frame = load_molecules(table)
+        if ids is not None:
+            wanted = _parse_ids(ids)
+            missing = sorted(set(wanted) - set(frame["id"]))
+            if missing:
+                raise InputError(str(table), f"ids not in table: {missing[:10]}")
+            frame = frame.set_index("id", drop=False).loc[wanted].reset_index(drop=True)
+        else:
+            frame = select_molecules(
+                frame, count if count is not None else p.get("count"),
+                seed if seed is not None else int(p.get("seed", 0)),
+                max_atoms if max_atoms is not None else p.get("max_atoms"))
+        pairs = write_inputs(frame, output, level)
+        typer.echo(f"dalton-write: {len(pairs)} .dal/.mol pairs in {output} "
+                   f"(commands in {Path(output) / 'dalton_jobs.txt'})")
+
+    @app.command("dalton-read")
+    def dalton_read_command(
+        outputs: list[Path] = typer.Argument(..., help="DALTON .out files or folders of them."),
+        output: Path = typer.Option(..., "--output", "-o", help="Label table (.parquet) to write."),
+        table: Optional[Path] = typer.Option(
+            None, "--table", help="QM9 table: fill SMILES, check geometry, rotate to its frame."),
+    ) -> None:
+        """Read DALTON quadratic-response outputs into the β label table (Parquet)."""
+        import json
+
+        from qmlrp.labels import records
+        from qmlrp.labels.dalton_read import outputs_to_rows
+        from qmlrp.labels.orchestrate import load_molecules
+
+        files: list[Path] = []
+        for p in outputs:
+            if p.is_dir():
+                files.extend(sorted(p.glob("*.out")))
+            elif p.exists():
+                files.append(p)
+            else:
+                raise InputError(str(p), "no such file or folder")
+        if not files:
+            raise QmlrpError("dalton-read: no .out files given")
+        frame = load_molecules(table) if table is not None else None
+        rows, failures = outputs_to_rows(files, frame)
+        if rows:
+            levels = {(r["method"], r["xc"], r["basis"]) for r in rows}
+            if len(levels) > 1:
+                raise QmlrpError(f"dalton-read: outputs of several levels {sorted(levels)}; "
+                                 "labels of different levels never mix - read them separately")
+            records.write_table_atomic(records.rows_to_table(rows), output)
+        fail_path = output.with_name(output.stem + "_failures.jsonl")
+        if failures:
+            fail_path.parent.mkdir(parents=True, exist_ok=True)
+            fail_path.write_text("".join(json.dumps({"file": f, "reason": r}) + "\n"
+                                         for f, r in failures))
+            for f, r in failures:
+                typer.echo(f"dalton-read: skipped {f}: {r}", err=True)
+        typer.echo(f"dalton-read: {len(rows)} rows -> {output if rows else '(nothing written)'}"
+                   f", {len(failures)} failed" + (f" (listed in {fail_path})" if failures else ""))

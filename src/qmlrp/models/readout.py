@@ -1,0 +1,118 @@
+"""Per-atom layer and the Gaussian-histogram readout (Kearnes et al. 2016, section 'Reduction').
+
+``AtomEmbedding``: ``h_i = BN(A_i W + b)``, a linear per-atom layer followed by batch
+normalisation. The histogram needs features on a standard-normal scale; doing that with a
+BatchNorm directly after the linear map keeps it an affine map at inference that folds into
+``W, b`` (:meth:`AtomEmbedding.folded`). (DeepChem's WeaveModel puts the BN after a ReLU, which
+cannot be folded; the Gaussian memberships are already the non-linearity here.)
+
+``GaussianHistogram``: each normalised feature ``h_if`` gets soft memberships in 11 Gaussians
+``m_k(h) ~ exp(-(h - mu_k)^2 / (2 sigma_k^2))`` whose means and widths divide the standard normal
+into bins of equal probability (Kearnes et al. 2016; the values below are theirs, as in
+DeepChem). The memberships of one feature are normalised to sum 1 over the 11 Gaussians and
+summed over the atoms of each molecule: output (n_molecules, F * 11), feature-major
+(column ``f * 11 + k``). The normalisation is a softmax over ``log m_k``, which is exactly
+``m_k / sum m`` but cannot underflow to 0/0 for features far in the tails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from qmlrp.models.layers import PACKAGE, build_once, SplitDense, fold_batch_norm
+
+GAUSSIAN_MEMBERSHIPS: tuple[tuple[float, float], ...] = (
+    (-1.645, 0.283),
+    (-1.080, 0.170),
+    (-0.739, 0.134),
+    (-0.468, 0.118),
+    (-0.228, 0.114),
+    (0.000, 0.114),
+    (0.228, 0.114),
+    (0.468, 0.118),
+    (0.739, 0.134),
+    (1.080, 0.170),
+    (1.645, 0.283),
+)
+"""(mean, standard deviation) of the 11 membership Gaussians, Kearnes et al. (2016)."""
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AtomEmbedding(keras.layers.Layer):
+    """Per-atom dense layer + BatchNorm: (n_atoms, d) -> (n_atoms, units), ~N(0, 1) per feature.
+
+    Args:
+        units: number of atom features entering the histogram (Kearnes: 128).
+        momentum: BatchNorm moving-average momentum.
+    """
+
+    def __init__(self, units: int = 128, momentum: float = 0.9, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.momentum = float(momentum)
+        self.supports_masking = True
+        self.dense = SplitDense(self.units, activation="linear", name="dense")
+        self.batch_norm = keras.layers.BatchNormalization(
+            momentum=self.momentum, epsilon=1e-3, name="batch_norm"
+        )
+
+    def build(self, atoms_shape: Any) -> None:
+        build_once(self.dense, (None, int(atoms_shape[-1])))
+        build_once(self.batch_norm, (None, self.units))
+
+    def trace(self, atoms: Any, training: bool = False, mask: Any = None) -> dict[str, Any]:
+        z = self.dense.pre_activation(atoms)
+        return {"z": z, "out": self.batch_norm(z, training=training, mask=mask)}
+
+    def call(self, atoms: Any, training: bool | None = None, mask: Any = None) -> Any:
+        """``mask`` (n_atoms,) 1/0 keeps padding atoms out of the batch statistics (and zeroes them)."""
+        out = self.batch_norm(self.dense(atoms), training=training, mask=mask)
+        if mask is not None:
+            out = ops.where(ops.expand_dims(mask, -1) > 0, out, ops.zeros_like(out))
+        return out
+
+    def compute_mask(self, atoms: Any, mask: Any = None) -> None:
+        """The atom mask is consumed here (BatchNorm statistics), not passed downstream."""
+        return None
+
+    def folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inference-mode ``(kernel (d, units), bias (units,))`` with BN folded in."""
+        return fold_batch_norm(
+            keras.ops.convert_to_numpy(self.dense.kernel),
+            keras.ops.convert_to_numpy(self.dense.bias),
+            self.batch_norm,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(units=self.units, momentum=self.momentum)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GaussianHistogram(keras.layers.Layer):
+    """Soft histogram of atom features summed per molecule (no trainable weights).
+
+    ``memberships(h)``: (..., F) -> (..., F, 11), rows summing to 1.
+    ``call(h, atom_molecule, n_molecules)``: (n_atoms, F) -> (n_molecules, F * 11).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.means = np.array([m for m, _ in GAUSSIAN_MEMBERSHIPS], dtype=np.float32)
+        self.stds = np.array([s for _, s in GAUSSIAN_MEMBERSHIPS], dtype=np.float32)
+        self.n_gaussians = len(GAUSSIAN_MEMBERSHIPS)
+
+    def memberships(self, h: Any) -> Any:
+        diff = ops.expand_dims(h, -1) - self.means
+        log_m = -0.5 * ops.square(diff / self.stds)
+        return ops.softmax(log_m, axis=-1)
+
+    def call(self, h: Any, atom_molecule: Any, n_molecules: Any) -> Any:
+        m = self.memberships(h)
+        flat = ops.reshape(m, (-1, ops.shape(h)[-1] * self.n_gaussians))
+        return ops.segment_sum(flat, atom_molecule, num_segments=n_molecules)

@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction of the Weave models (stages ``train``, ``evaluate``; ``qmlrp predict``)."""

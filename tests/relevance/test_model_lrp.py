@@ -1,0 +1,152 @@
+"""LRP through the full Weave GC model: conservation per rule (random weights; synthetic and real
+molecules), LRP-0 == gradient x input on the bias-free part, atom permutation equivariance."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from qmlrp.features.batch import GraphBatch
+from qmlrp.features.pairs import make_batch
+from qmlrp.models.config import ModelConfig
+from qmlrp.models.gc import build_model
+from qmlrp.models.inputs import batch_to_inputs, random_batch
+from qmlrp.relevance.model_lrp import ModelLRP
+from qmlrp.relevance.rules import RULE_NAMES, get_rule
+
+SMALL = ModelConfig(atom_width=12, pair_width=10, atom_hidden=9, pair_hidden=8, embedding_width=16, head_units=(24,))
+
+
+def randomised_model(config: ModelConfig = SMALL, seed: int = 0, biases: bool = True) -> keras.Model:
+    """A built model whose biases, BatchNorm statistics and output kernel are random too (a fresh
+    model has zero biases and a zero output kernel, which would hide mistakes)."""
+    model = build_model(config)
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        path = v.path
+        if "moving_variance" in path:
+            v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+        elif any(k in path for k in ("bias", "beta", "moving_mean")):
+            v.assign((rng.normal(0, 0.2, v.shape) if biases else np.zeros(v.shape)).astype("float32"))
+        elif "gamma" in path:
+            v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
+        elif "kernel" in path and "output" in path:
+            v.assign(rng.normal(0, 0.3, v.shape).astype("float32"))
+    model.input_layer.adapt(*_scaling_sample())
+    model.head.target_scaling.set_statistics(3.0 if biases else 0.0, 2.0)
+    return model
+
+
+def _scaling_sample() -> tuple[np.ndarray, np.ndarray]:
+    b = random_batch([6, 9, 12], seed=42)
+    return b.atom_features, b.pair_features
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    return randomised_model()
+
+
+@pytest.fixture(scope="module")
+def real_batch(qm9_graph) -> GraphBatch:
+    graphs = [qm9_graph(i)[1] for i in (1, 4, 21, 120, 1000, 5000)]
+    return make_batch(graphs, np.array([1, 4, 21, 120, 1000, 5000]))
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+def test_conservation_float64_exact(model, name: str) -> None:
+    batch = random_batch([3, 7, 11, 2], seed=1)
+    e = ModelLRP(model, dtype="float64", recompute=True, compile=False).explain(batch, get_rule(name))
+    y = np.asarray(model(batch_to_inputs(batch), training=False))[:, 0]
+    np.testing.assert_allclose(e.output, y, rtol=1e-5, atol=1e-5)
+    assert e.conservation_error().max() <= 1e-9 * max(1.0, np.abs(e.output).max())
+    np.testing.assert_allclose(e.absorbed_mean, 3.0, rtol=1e-6)  # LRP-0 on y = z*std + mean
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+def test_conservation_real_molecules_float32(model, real_batch, name: str) -> None:
+    e = ModelLRP(model).explain(real_batch, get_rule(name))
+    assert e.atoms.shape == (real_batch.n_atoms, 21) and e.pairs.shape == (real_batch.n_pairs, 13)
+    rel = e.conservation_error() / np.maximum(1.0, np.abs(e.output))
+    assert rel.max() < 1e-3, rel
+    assert np.isfinite(e.atoms).all() and np.isfinite(e.pairs).all()
+
+
+def test_several_rules_share_one_trace(model, real_batch) -> None:
+    lrp = ModelLRP(model)
+    both = lrp.explain_inputs(batch_to_inputs(real_batch), {"lrp0": get_rule("lrp0"), "ab21": get_rule("ab21")})
+    single = lrp.explain(real_batch, get_rule("ab21"))
+    np.testing.assert_allclose(both["ab21"].atoms, single.atoms, rtol=1e-5, atol=1e-6)
+
+
+def test_lrp0_bias_free_is_gradient_times_input_below_the_gates() -> None:
+    """With every bias 0, LRP-0 from the embedding down is gradient x input of the linear
+    functional sum_if c_if h_if(x) with c = R(h) / h held fixed (the gates' relevance)."""
+    import tensorflow as tf
+
+    model = randomised_model(seed=3, biases=False)
+    batch = random_batch([4, 6, 9], seed=5)
+    e = ModelLRP(model, dtype="float64", recompute=True, compile=False).explain(batch, get_rule("lrp0"))
+    inputs = {k: tf.constant(v) for k, v in batch_to_inputs(batch).items()}
+    h = np.asarray(model.trace(inputs)["embedding"], np.float64)
+    coef = tf.constant(np.divide(e.embedding, h, out=np.zeros_like(h), where=h != 0), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs["atom_features"])
+        tape.watch(inputs["pair_features"])
+        functional = tf.reduce_sum(coef * model.trace(inputs)["embedding"])
+    ga, gp = tape.gradient(functional, [inputs["atom_features"], inputs["pair_features"]])
+    # the reference gradient is float32 (Keras model); the LRP side is float64
+    scale = np.abs(e.atoms).max()
+    np.testing.assert_allclose(e.atoms, batch.atom_features * ga.numpy(), rtol=1e-3, atol=1e-4 * scale)
+    np.testing.assert_allclose(e.pairs, batch.pair_features * gp.numpy(), rtol=1e-3, atol=1e-4 * scale)
+    assert np.abs(e.absorbed - e.absorbed_mean).max() < 1e-6 * np.abs(e.output).max()
+
+
+def _permute(batch: GraphBatch, seed: int) -> tuple[GraphBatch, np.ndarray, np.ndarray]:
+    """The same molecules with atoms shuffled within each molecule.
+
+    Returns the new batch, ``atom_from`` (new atom k was old atom atom_from[k]) and ``pair_from``
+    (new pair row p was old pair row pair_from[p]).
+    """
+    rng = np.random.default_rng(seed)
+    counts = batch.atoms_per_molecule()
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    atom_from = np.concatenate([s + rng.permutation(n) for s, n in zip(starts, counts)])
+    new_of_old = np.empty_like(atom_from)
+    new_of_old[atom_from] = np.arange(atom_from.size)
+    old_pair = {(int(a), int(b)): r for r, (a, b) in enumerate(batch.pair_atoms)}
+    pair_from = []
+    for s, n in zip(starts, counts):
+        for i, j in zip(*np.triu_indices(n, k=1)):
+            a, b = sorted((int(atom_from[s + i]), int(atom_from[s + j])))
+            pair_from.append(old_pair[(a, b)])
+    pair_from = np.array(pair_from)
+    new_pairs = np.sort(new_of_old[batch.pair_atoms[pair_from]], axis=1).astype(np.int32)
+    permuted = GraphBatch(batch.atom_features[atom_from], batch.pair_features[pair_from], new_pairs,
+                          batch.atom_molecule[atom_from], batch.pair_molecule[pair_from], batch.ids)
+    return permuted, atom_from, pair_from
+
+
+@pytest.mark.parametrize("name", ["lrp0", "ab21"])
+def test_permuting_atoms_permutes_relevance(model, name: str) -> None:
+    batch = random_batch([5, 8, 3], seed=9)
+    permuted, atom_from, pair_from = _permute(batch, seed=2)
+    lrp = ModelLRP(model, dtype="float64", recompute=True, compile=False)
+    e0 = lrp.explain(batch, get_rule(name))
+    e1 = lrp.explain(permuted, get_rule(name))
+    np.testing.assert_allclose(e1.output, e0.output, rtol=1e-5, atol=1e-5)
+    # float32 activations summed in another order: LRP-0's small denominators amplify rounding
+    scale = np.abs(e0.atoms).max()
+    np.testing.assert_allclose(e1.atoms, e0.atoms[atom_from], rtol=1e-3, atol=1e-3 * scale)
+    np.testing.assert_allclose(e1.pairs, e0.pairs[pair_from], rtol=1e-3, atol=1e-3 * scale)
+
+
+def test_composite_rule_per_layer(model) -> None:
+    from qmlrp.relevance.rules import resolve_rules
+
+    comp = resolve_rules(["mix"], composites={"mix": {"default": "eps", "layers": {"weave*": "ab21", "head.*": "lrp0"}}})
+    batch = random_batch([4, 6], seed=3)
+    e = ModelLRP(model, dtype="float64", recompute=True, compile=False).explain(batch, comp["mix"])
+    assert e.rule == "mix"
+    assert e.conservation_error().max() < 1e-9 * max(1.0, np.abs(e.output).max())

@@ -1,0 +1,141 @@
+"""Training and evaluation on a tiny QM9 sample: splits, the input stream, run outputs, metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qmlrp.errors import QmlrpError
+from qmlrp.training.config import EvaluateConfig, TrainConfig
+from tests.training.conftest import FIXTURES, FOLDS, small_params
+
+
+def test_proposed_params_parse():
+    import yaml
+
+    params = yaml.safe_load((FIXTURES / "params_train.yaml").read_text())
+    config = TrainConfig.from_params(params["train"])
+    assert config.targets == ("alpha", "zpve") and config.folds == tuple(range(10))
+    assert config.model.head_units == (2000,)
+    assert EvaluateConfig.from_params(params["evaluate"]).thresholds == {"alpha": 0.227, "zpve": 0.00975}
+    with pytest.raises(QmlrpError, match="unknown keys"):
+        TrainConfig.from_params({**params["train"], "learning_rat": 1.0})
+    with pytest.raises(QmlrpError, match="loss"):
+        TrainConfig.from_params({**params["train"], "loss": "l3"})
+    with pytest.raises(QmlrpError, match="unknown target"):
+        TrainConfig.from_params({**params["train"], "targets": ["gap"]})
+    with pytest.raises(QmlrpError, match="xla"):
+        TrainConfig.from_params({**params["train"], "xla": "sometimes"})
+    assert not config.use_xla(1620) and config.use_xla(105972)
+
+
+def test_split_is_disjoint_and_matches_the_fold_file(small_data):
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.training.data import make_split
+
+    data = small_data / "data"
+    store = FeatureStore.open(data / "features")
+    folds = pd.read_parquet(data / "folds.parquet").set_index("id")["fold"]
+    split = make_split(store, data / "folds.parquet", 3, validation_fraction=0.2, seed=7)
+    parts = [split.train, split.validation, split.test]
+    assert sum(p.size for p in parts) == len(store)
+    assert len(np.unique(np.concatenate(parts))) == len(store)
+    assert set(folds.loc[store.ids[split.test]]) == {3}
+    assert 3 not in set(folds.loc[store.ids[np.concatenate([split.train, split.validation])]])
+    assert split.validation.size == round(0.2 * (len(store) - split.test.size))
+    again = make_split(store, data / "folds.parquet", 3, validation_fraction=0.2, seed=7)
+    np.testing.assert_array_equal(again.validation, split.validation)
+    capped = make_split(store, data / "folds.parquet", 3, validation_fraction=0.2, seed=7, max_train_molecules=10)
+    assert capped.train.size == 10 and set(capped.train) <= set(split.train)
+
+
+def test_batch_stream_covers_every_molecule_once_per_epoch(small_data):
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.training.data import BatchStream
+
+    store = FeatureStore.open(small_data / "data" / "features")
+    positions = np.arange(len(store))
+    targets = np.arange(len(store), dtype=float) * 0.5
+    stream = BatchStream(store, positions, targets, batch_size=16, shuffle=True, seed=1)
+    epochs = []
+    for _ in range(2):
+        seen = []
+        for inputs, y in stream:
+            n = inputs["molecule_atoms"].size
+            assert y.shape == (n, 1) and inputs["atom_features"].shape == (inputs["molecule_atoms"].sum(), 21)
+            assert inputs["pair_atoms"].shape[0] == int((inputs["molecule_atoms"] * (inputs["molecule_atoms"] - 1) // 2).sum())
+            seen.append(y[:, 0] / 0.5)
+        epochs.append(np.concatenate(seen))
+    assert len(stream) == 4
+    for order in epochs:
+        np.testing.assert_array_equal(np.sort(order), positions)
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
+
+
+def test_train_writes_model_predictions_and_logs(small_data, trained):
+    from qmlrp.models.io import load_model
+
+    for (target, fold), summary in trained.items():
+        run = small_data / "results" / target / f"fold{fold}"
+        predictions = pd.read_csv(run / "predictions.csv")
+        assert summary["n_test"] == len(predictions) > 0
+        assert np.isclose(summary["test_mae"], np.mean(np.abs(predictions.y_pred - predictions.y_true)))
+        folds = pd.read_parquet(small_data / "data" / "folds.parquet").set_index("id")["fold"]
+        assert set(folds.loc[predictions.id]) == {fold}
+        assert json.loads((run / "run.json").read_text())["epochs_run"] == 2
+        assert len(pd.read_csv(run / "history.csv")) == 2
+        live = small_data / "dvclive" / target / f"fold{fold}"
+        assert (live / "plots" / "metrics" / "val_mae.tsv").exists() and (live / "metrics.json").exists()
+        model = load_model(small_data / "models" / target / f"fold{fold}.keras")
+        assert model.metadata["target"] == target and model.metadata["fold"] == fold
+        # the saved model reproduces the logged test predictions
+        from qmlrp.features.store import FeatureStore
+        from qmlrp.training.train import predict_positions
+
+        store = FeatureStore.open(small_data / "data" / "features")
+        again = predict_positions(model, store, store.positions(predictions.id.to_numpy()), batch_size=7)
+        np.testing.assert_allclose(again, predictions.y_pred, rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_metrics_and_plots(small_data, trained):
+    from qmlrp.training.evaluate import evaluate
+
+    params = small_params(small_data)
+    metrics_file = small_data / "metrics" / "evaluate.json"
+    plots = small_data / "plots"
+    metrics = evaluate(params, small_data / "results", metrics_file, plots)
+    assert json.loads(metrics_file.read_text()) == metrics
+    for target in ("alpha", "zpve"):
+        m = metrics[target]
+        maes = [trained[(target, f)]["test_mae"] for f in FOLDS]
+        assert np.isclose(m["mae_mean"], np.mean(maes)) and np.isclose(m["mae_sd"], np.std(maes, ddof=1))
+        assert m["pass"] is (m["mae_mean"] <= m["threshold"])
+        assert list(m["mae_per_fold"]) == ["fold0", "fold1"]
+        parity = pd.read_csv(plots / "parity" / f"{target}.csv")
+        assert list(parity.columns) == ["id", "fold", "y_true", "y_pred"] and set(parity.fold) == set(FOLDS)
+        assert (plots / "images" / f"parity_{target}.png").stat().st_size > 0
+        assert (plots / "images" / f"learning_curves_{target}.png").stat().st_size > 0
+    assert metrics["all_pass"] is False  # 2 epochs on 48 molecules
+
+
+def test_evaluate_names_a_missing_run(small_data, trained, tmp_path):
+    from qmlrp.training.evaluate import evaluate
+
+    params = small_params(tmp_path, folds=[0, 5])
+    with pytest.raises(QmlrpError, match="fold5"):
+        evaluate(params, small_data / "results", tmp_path / "m.json", tmp_path / "plots", make_images=False)
+
+
+@pytest.mark.slow
+def test_xla_training_on_padded_batches(small_data, tmp_path):
+    from qmlrp.training.train import train_fold
+
+    data = small_data / "data"
+    params = small_params(tmp_path, xla=True, epochs=1, xla_atom_bucket=64, xla_pair_bucket=512)
+    summary = train_fold("zpve", 0, params_path=params, features=data / "features", table=data / "qm9.parquet",
+                         folds_path=data / "folds.parquet", models_dir=tmp_path / "models",
+                         results_dir=tmp_path / "results", live_dir=None, log=False)
+    assert np.isfinite(summary["test_mae"]) and summary["epochs_run"] == 1
