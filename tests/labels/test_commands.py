@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from qmlrp.labels import commands
+from qmlrp.cli import main
 
 DALTON = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "dalton"
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     try:
-        commands.main(argv)
+        main(argv)
         code = 0
     except SystemExit as exc:
         code = int(exc.code or 0)
