@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-FIXTURES = Path(__file__).parent / "fixtures"
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 N_MOLECULES = 60
 FOLDS = [0, 1]
 
 
 def small_params(root: Path, **train: object) -> Path:
-    """params.yaml with the proposed train/evaluate sections, shrunk for tests."""
-    params = yaml.safe_load((FIXTURES / "params_train.yaml").read_text())
+    """The repository's params.yaml with the train section shrunk for tests."""
+    params = yaml.safe_load(REPO_PARAMS.read_text())
     params["train"].update({"folds": FOLDS, "epochs": 2, "batch_size": 16, **train})
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))

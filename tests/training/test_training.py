@@ -10,13 +10,13 @@ import pytest
 
 from qmlrp.errors import QmlrpError
 from qmlrp.training.config import EvaluateConfig, TrainConfig
-from tests.training.conftest import FIXTURES, FOLDS, small_params
+from tests.training.conftest import FOLDS, REPO_PARAMS, small_params
 
 
-def test_proposed_params_parse():
+def test_repository_params_parse():
     import yaml
 
-    params = yaml.safe_load((FIXTURES / "params_train.yaml").read_text())
+    params = yaml.safe_load(REPO_PARAMS.read_text())
     config = TrainConfig.from_params(params["train"])
     assert config.targets == ("alpha", "zpve") and config.folds == tuple(range(10))
     assert config.model.head_units == (2000,)

@@ -1,0 +1,47 @@
+"""A throw-away copy of the repository for end-to-end ``dvc`` runs in tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPY = ("dvc.yaml", "params.yaml", "pipeline", "src", ".dvc/config", ".dvcignore", ".gitignore")
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    """Run ``cmd`` in ``cwd`` with the copy's sources first on the path; fail the test on error."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(cwd / "src"), PYTHONWARNINGS="ignore",
+               TF_CPP_MIN_LOG_LEVEL="2", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def make_copy(tmp_path: Path, update_params: Callable[[dict[str, Any]], None], remote: Path | None = None) -> Path:
+    """Copy the pipeline into ``tmp_path/repo``, edit its params, ``git init`` and commit it."""
+    repo = tmp_path / "repo"
+    for name in COPY:
+        source, target = REPO / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(source, target)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    update_params(params)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], repo)
+    if remote is not None:
+        run(["dvc", "remote", "add", "-d", "-f", "local", str(remote)], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "copy"], repo)  # dvclive needs a commit to resolve HEAD
+    return repo
