@@ -30,3 +30,10 @@ def stage_params(stage: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any
     if stage not in params:
         raise QmlrpError(f"{path}: no section '{stage}'")
     return dict(params[stage])
+
+
+def reject_unknown_keys(section: str, params: dict[str, Any], allowed: set[str]) -> None:
+    """Raise QmlrpError naming the keys of ``params`` that ``section`` does not know (typos)."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise QmlrpError(f"params.yaml {section}: unknown keys {unknown}")

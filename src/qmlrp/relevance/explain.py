@@ -30,6 +30,7 @@ import pandas as pd
 from qmlrp.errors import QmlrpError
 from qmlrp.features.store import FeatureStore
 from qmlrp.io import write_csv, write_json
+from qmlrp.params import reject_unknown_keys
 from qmlrp.paths import FEATURES, FOLDS, METRICS, MODELS, QM9_TABLE
 from qmlrp.relevance.rules import RULE_NAMES, Composite, resolve_rules
 from qmlrp.relevance.summary import FEATURE_TYPES, hypothesis, normalise, outlier_mask, ranking, summary_table, type_relevance
@@ -56,10 +57,7 @@ class ExplainConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ExplainConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(params) - known
-        if unknown:
-            raise QmlrpError(f"params.yaml explain: unknown keys {sorted(unknown)}")
+        reject_unknown_keys("explain", dict(params), set(cls.__dataclass_fields__))
         values = dict(params)
         if "rules" in values:
             values["rules"] = tuple(values["rules"])

@@ -8,7 +8,7 @@ from typing import Any
 
 from qmlrp.errors import QmlrpError
 from qmlrp.models.config import ModelConfig
-from qmlrp.params import stage_params
+from qmlrp.params import reject_unknown_keys, stage_params
 
 RESULTS = Path("results")
 """Per-run test predictions, learning history and summary: ``results/<target>/fold<k>/``."""
@@ -67,10 +67,7 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(params) - known
-        if unknown:
-            raise QmlrpError(f"params.yaml train: unknown keys {sorted(unknown)}")
+        reject_unknown_keys("train", params, set(cls.__dataclass_fields__))
         values = dict(params)
         try:
             values["model"] = ModelConfig.from_params(dict(values.get("model") or {}))
