@@ -197,10 +197,16 @@ def resolve_openblas_coretype(value: str | None) -> str | None:
     return "Haswell" if "avx2" in flags and "fma" in flags else None
 
 
+#: glibc malloc settings for the workers. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which
+#: also freezes glibc's mmap threshold at 128 kB: PySCF's large temporaries are then mmap'd and
+#: page-faulted afresh on every allocation (measured: 5x the page faults, ~25% more CPU time).
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 * 2**20), "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+
+
 def worker_env(cfg: StageConfig) -> dict[str, str]:
-    """Environment of each worker process: thread counts and the OpenBLAS core type."""
+    """Environment of each worker process: thread counts, malloc settings, OpenBLAS core type."""
     t = str(cfg.threads_per_worker)
-    env = {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t}
+    env = {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t, **MALLOC_ENV}
     core = resolve_openblas_coretype(cfg.openblas_coretype)
     if core:
         env["OPENBLAS_CORETYPE"] = core
@@ -262,9 +268,20 @@ def dask_client(cfg: StageConfig) -> Iterator[Any]:
             client.close()
         return
     if cfg.scheduler == "local":
-        cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", env=worker_env(cfg),
-                               silence_logs=logging.ERROR)
+        env = worker_env(cfg)
+        # glibc reads MALLOC_* when a process starts: they must be inherited at spawn time
+        # (the nanny's ``env`` is applied only after the worker process has started)
+        saved = {k: os.environ.get(k) for k in MALLOC_ENV}
+        os.environ.update(MALLOC_ENV)
+        try:
+            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", env=env, silence_logs=logging.ERROR)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     else:
         import dask_jobqueue
 
