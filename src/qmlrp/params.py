@@ -37,3 +37,105 @@ def reject_unknown_keys(section: str, params: dict[str, Any], allowed: set[str])
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise QmlrpError(f"params.yaml {section}: unknown keys {unknown}")
+
+
+# -- one convention for every section: a frozen dataclass, checked before any work -------------
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(where: str, tp: Any, value: Any) -> Any:
+    """``value`` checked against the annotation ``tp`` (and normalised: lists -> tuples,
+    numeric strings such as YAML 1.1's ``1e-3`` -> float); QmlrpError naming ``where`` otherwise."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(where, option, value)
+            except QmlrpError as err:
+                errors.append(str(err))
+        raise QmlrpError(f"{where}: {value!r} is not {' or '.join(_describe(a) for a in args)}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise QmlrpError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise QmlrpError(f"{where}: expected a mapping, got {value!r}")
+        return parse_section(tp, where, value)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise QmlrpError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_coerce(f"{where}[{k}]", item, v) for k, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise QmlrpError(f"{where}: expected a mapping, got {value!r}")
+        if len(args) == 2:
+            return {_coerce(where, args[0], k): _coerce(f"{where}.{k}", args[1], v) for k, v in value.items()}
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise QmlrpError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise QmlrpError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        raise QmlrpError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise QmlrpError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+T = typing.TypeVar("T")
+
+
+def parse_section(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
+    """A frozen dataclass ``cls`` from a params mapping: unknown keys (with the likely intended
+    key) and wrong types raise QmlrpError naming ``params.yaml <section>.<key>``; missing keys
+    take the dataclass defaults, which are the only place a default is stated."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise QmlrpError(f"params.yaml {section}: unknown key{'s' if len(hints) > 1 else ''} {', '.join(hints)}")
+    hints_of = typing.get_type_hints(cls)
+    checked = {key: _coerce(f"params.yaml {section}.{key}", hints_of[key], value) for key, value in values.items()}
+    try:
+        return cls(**checked)
+    except (TypeError, ValueError) as err:
+        raise QmlrpError(f"params.yaml {section}: {err}") from None

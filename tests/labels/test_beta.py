@@ -94,6 +94,7 @@ def test_open_shell_is_a_recorded_failure() -> None:
                                   Level(method="rhf", basis="sto-3g"))
 
 
+@pytest.mark.filterwarnings("ignore:Basis may be available")
 def test_unknown_basis_is_a_recorded_failure() -> None:
     with pytest.raises(LabelFailure, match="PySCF molecule build failed"):
         compute_beta_for_molecule(HF_Z, HF_XYZ, Level(method="rhf", basis="no-such-basis"))
