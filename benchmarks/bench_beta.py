@@ -86,7 +86,8 @@ def time_one(row: pd.Series, level: dict, coretype: str | None) -> dict:
 def dask_scaling(table: pd.DataFrame, level: dict, n: int, configs: list[tuple[int, int]],
                  coretype: str | None) -> list[dict]:
     """Wall time of the label_beta stage on ``n`` molecules per (workers, threads) config."""
-    from qmlrp.labels.orchestrate import StageConfig, run_stage
+    from qmlrp.labels.config import LabelBetaParams
+    from qmlrp.labels.run import run_stage
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +95,7 @@ def dask_scaling(table: pd.DataFrame, level: dict, n: int, configs: list[tuple[i
         table.to_parquet(src)
         for workers, threads in configs:
             out = Path(tmp) / f"w{workers}t{threads}"
-            cfg = StageConfig.from_params({
+            cfg = LabelBetaParams.from_mapping({
                 **level, "input": str(src), "output": str(out / "{level}"),
                 "metrics": str(out / "metrics.json"), "count": n, "seed": 0, "max_atoms": None,
                 "workers": workers, "threads_per_worker": threads, "shard_size": n,
@@ -126,7 +127,7 @@ def main() -> None:
     ap.add_argument("--no-dask", action="store_true")
     args = ap.parse_args()
 
-    from qmlrp.labels.orchestrate import resolve_openblas_coretype
+    from qmlrp.labels.cluster import resolve_openblas_coretype
 
     coretype = None if args.coretype.lower() == "none" else resolve_openblas_coretype(args.coretype)
     table = load_table(args.table)

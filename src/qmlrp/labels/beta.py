@@ -105,12 +105,6 @@ class Level:
         if self.conv_tol <= 0 or self.cphf_tol <= 0 or self.max_cycle < 1:
             raise ValueError("conv_tol and cphf_tol must be > 0 and max_cycle >= 1")
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Level":
-        """Build from a ``label_beta`` params section (unknown keys ignored)."""
-        names = {f for f in cls.__dataclass_fields__}  # noqa: C416
-        return cls(**{k: params[k] for k in names if k in params})
-
     def identity(self) -> dict[str, Any]:
         """Fields that change the numbers beyond solver noise; labels mix only if these agree."""
         return {
@@ -156,6 +150,7 @@ class BetaResult:
         cpu_s: CPU seconds of this process (all threads).
         xc_kernel_term: the XC third-derivative contribution already included in ``beta``,
             shape ``(3, 3, 3)`` (zero for HF).
+        scf_converged: PySCF's convergence flag of the SCF the labels come from.
     """
 
     energy: float
@@ -169,6 +164,7 @@ class BetaResult:
     wall_s: float
     cpu_s: float
     xc_kernel_term: NDArray[np.float64] = field(repr=False, default_factory=lambda: np.zeros((3, 3, 3)))
+    scf_converged: bool = True
 
 
 def beta_vector(beta: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -198,17 +194,19 @@ def beta_parallel(beta: NDArray[np.float64], dipole: NDArray[np.float64],
 
 
 def program_versions() -> dict[str, str]:
-    """Versions of the programs that produce the labels."""
+    """Versions of the programs that produce the labels: pyscf, pyscf-properties, libxc, qmlrp."""
     import importlib.metadata as md
 
     import pyscf
     from pyscf.dft import libxc
 
-    versions = {"pyscf": str(pyscf.__version__), "libxc": str(libxc.__version__)}
-    try:
-        versions["qmlrp"] = md.version("qmlrp")
-    except md.PackageNotFoundError:  # pragma: no cover - running from a source tree
-        versions["qmlrp"] = "unknown"
+    versions = {"pyscf": str(pyscf.__version__), "pyscf-properties": "unknown",
+                "libxc": str(libxc.__version__), "qmlrp": "unknown"}
+    for name in ("pyscf-properties", "qmlrp"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:  # pragma: no cover - running from a source tree
+            pass
     return versions
 
 
@@ -391,6 +389,7 @@ def compute_beta(mol: Any, level: Level) -> BetaResult:
             warnings.simplefilter("ignore")
             dipole = np.asarray(mf.dip_moment(mol, mf.make_rdm1(), unit="AU", verbose=0), dtype=float)
         energy = float(mf.e_tot)
+        converged = bool(mf.converged)
     except LabelFailure:
         raise
     except MemoryError as err:
@@ -411,6 +410,7 @@ def compute_beta(mol: Any, level: Level) -> BetaResult:
         wall_s=time.perf_counter() - t0,
         cpu_s=time.process_time() - c0,
         xc_kernel_term=kxc,
+        scf_converged=converged,
     )
 
 

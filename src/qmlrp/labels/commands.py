@@ -8,15 +8,28 @@ from typing import Any, Optional
 import typer
 
 from qmlrp.errors import InputError, QmlrpError
-from qmlrp.params import stage_params
+
+#: exit status of a run in which every molecule failed (bad input/params exit with 2)
+ALL_FAILED_EXIT = 1
 
 
 def run_label_beta(params_path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Run the ``label_beta`` stage from the params file; return its metrics."""
-    from qmlrp.labels.orchestrate import StageConfig, run_stage
+    """Run the ``label_beta`` stage from the params file; return its metrics.
 
-    cfg = StageConfig.from_params(stage_params("label_beta", params_path))
-    return run_stage(cfg)
+    The whole ``label_beta`` section is checked (unknown keys, types, values) before any work.
+    """
+    from qmlrp.labels.config import load_label_beta_params
+    from qmlrp.labels.run import run_stage
+
+    return run_stage(load_label_beta_params(params_path))
+
+
+def all_failed(m: dict[str, Any]) -> bool:
+    """True when every molecule this run computed failed, or the selection has failures and
+    no label at all (a rerun of an all-failed run)."""
+    if m["n_computed_this_run"]:
+        return m["n_ok_this_run"] == 0
+    return m["n_done"] == 0 and m["n_failed"] > 0
 
 
 def _parse_ids(text: str) -> list[int]:
@@ -41,6 +54,11 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"label-beta: {m['n_done']}/{m['n_selected']} labelled, {m['n_failed']} failed, "
             f"{m['n_computed_this_run']} computed in {m['wall_s']:.0f} s -> {m['labels_dir']}")
+        if all_failed(m):
+            kinds = ", ".join(f"{k} x{n}" for k, n in sorted(m["failure_kinds"].items()))
+            typer.echo(f"error: label-beta: every molecule failed ({kinds}); reasons in "
+                       f"{Path(m['labels_dir']) / '_failures.jsonl'}", err=True)
+            raise typer.Exit(ALL_FAILED_EXIT)
 
     @app.command("dalton-write")
     def dalton_write_command(
@@ -61,18 +79,19 @@ def register(app: typer.Typer) -> None:
         The selection is --ids, else --count/--seed/--max-atoms, else that of params label_beta;
         the level is params label_beta's unless overridden.
         """
-        from qmlrp.labels.beta import Level
-        from qmlrp.labels.dalton_write import write_inputs
-        from qmlrp.labels.orchestrate import load_molecules, select_molecules
+        import dataclasses
 
-        p = stage_params("label_beta", params) if Path(params).exists() else {}
-        for key, val in (("method", method), ("xc", xc), ("basis", basis)):
-            if val is not None:
-                p[key] = val
+        from qmlrp.labels.config import LabelBetaParams, load_label_beta_params
+        from qmlrp.labels.dalton_write import write_inputs
+        from qmlrp.labels.selection import load_molecules, select_molecules
+
+        base = load_label_beta_params(params) if Path(params).exists() else LabelBetaParams()
+        over = {k: v for k, v in (("method", method), ("xc", xc), ("basis", basis)) if v is not None}
         try:
-            level = Level.from_params(p)
+            p = dataclasses.replace(base, **over)
         except (TypeError, ValueError) as err:
-            raise InputError("level of theory", str(err)) from err
+            raise InputError("level of theory", str(err)) from None
+        level = p.level
         frame = load_molecules(table)
         if ids is not None:
             wanted = _parse_ids(ids)
@@ -82,9 +101,9 @@ def register(app: typer.Typer) -> None:
             frame = frame.set_index("id", drop=False).loc[wanted].reset_index(drop=True)
         else:
             frame = select_molecules(
-                frame, count if count is not None else p.get("count"),
-                seed if seed is not None else int(p.get("seed", 0)),
-                max_atoms if max_atoms is not None else p.get("max_atoms"))
+                frame, count if count is not None else p.count,
+                seed if seed is not None else p.seed,
+                max_atoms if max_atoms is not None else p.max_atoms)
         pairs = write_inputs(frame, output, level)
         typer.echo(f"dalton-write: {len(pairs)} .dal/.mol pairs in {output} "
                    f"(commands in {Path(output) / 'dalton_jobs.txt'})")
@@ -101,7 +120,7 @@ def register(app: typer.Typer) -> None:
 
         from qmlrp.labels import records
         from qmlrp.labels.dalton_read import outputs_to_rows
-        from qmlrp.labels.orchestrate import load_molecules
+        from qmlrp.labels.selection import load_molecules
 
         files: list[Path] = []
         for p in outputs:

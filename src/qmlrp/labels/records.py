@@ -31,6 +31,7 @@ from qmlrp.errors import QmlrpError
 
 __all__ = [
     "LABEL_SCHEMA",
+    "VERSION_COLUMNS",
     "LEVEL_FILE",
     "JOURNAL_FILE",
     "FAILURES_FILE",
@@ -78,7 +79,16 @@ LABEL_SCHEMA = pa.schema([
     pa.field("source", pa.string()),
     pa.field("program", pa.string()),
     pa.field("source_file", pa.string()),
+    pa.field("pyscf_version", pa.string()),
+    pa.field("pyscf_properties_version", pa.string()),
+    pa.field("libxc_version", pa.string()),
+    pa.field("qmlrp_version", pa.string()),
+    pa.field("computed_utc", pa.string()),
 ])
+
+#: program_versions() key -> label-table column
+VERSION_COLUMNS = {"pyscf": "pyscf_version", "pyscf-properties": "pyscf_properties_version",
+                   "libxc": "libxc_version", "qmlrp": "qmlrp_version"}
 
 
 def _clean(x: float | None) -> float | None:
@@ -91,12 +101,16 @@ def make_row(*, mol_id: int, smiles: str, n_atoms: int, method: str, xc: str, ba
              beta: NDArray[np.float64], beta_parallel: float, beta_vec: float,
              n_basis: int | None, cphf_residual: float | None, wall_s: float | None,
              cpu_s: float | None, source: str, program: str,
-             source_file: str | None = None) -> dict[str, Any]:
+             source_file: str | None = None, versions: Mapping[str, str] | None = None,
+             computed_utc: str | None = None) -> dict[str, Any]:
     """One label-table row as a plain dict (JSON- and Arrow-serialisable).
 
     ``dipole`` shape ``(3,)``, ``alpha`` ``(3, 3)``, ``beta`` ``(3, 3, 3)``, all a.u.; ``None`` or
-    NaN entries mark values a source did not provide.
+    NaN entries mark values a source did not provide. ``wall_s``/``cpu_s``: seconds this molecule
+    took (SCF + response; CPU time of all threads). ``versions``: ``program_versions()`` of the
+    computing process (keys of :data:`VERSION_COLUMNS`); ``computed_utc``: ISO time it finished.
     """
+    versions = dict(versions or {})
     nan3 = np.full(3, np.nan)
     mu = nan3 if dipole is None else np.asarray(dipole, dtype=float).reshape(3)
     al = np.full((3, 3), np.nan) if alpha is None else np.asarray(alpha, dtype=float).reshape(3, 3)
@@ -125,6 +139,8 @@ def make_row(*, mol_id: int, smiles: str, n_atoms: int, method: str, xc: str, ba
         "source": source,
         "program": program,
         "source_file": source_file,
+        **{col: versions.get(key) for key, col in VERSION_COLUMNS.items()},
+        "computed_utc": computed_utc,
     }
 
 
@@ -164,13 +180,22 @@ def _shards(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("part-*.parquet") if p.is_file())
 
 
+def _read_shard(path: Path) -> pa.Table:
+    """One shard in :data:`LABEL_SCHEMA` (columns added since it was written are null)."""
+    table = pq.read_table(path)
+    for f in LABEL_SCHEMA:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(len(table), type=f.type))
+    return table.select(LABEL_SCHEMA.names).cast(LABEL_SCHEMA)
+
+
 def read_labels(directory: str | Path) -> pd.DataFrame:
     """All shards of a label directory as one DataFrame (first row per id kept)."""
     directory = Path(directory)
     shards = _shards(directory) if directory.is_dir() else []
     if not shards:
         return rows_to_table([]).to_pandas()
-    table = pa.concat_tables([pq.read_table(p, schema=LABEL_SCHEMA) for p in shards])
+    table = pa.concat_tables([_read_shard(p) for p in shards])
     df = table.to_pandas()
     return df.drop_duplicates("id", keep="first").reset_index(drop=True)
 
@@ -215,7 +240,8 @@ def ensure_level(directory: str | Path, identity: Mapping[str, Any]) -> None:
 
 def append_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Append records as JSON lines and fsync, so a crash loses at most a partial last line."""
-    lines = "".join(json.dumps(dict(r), allow_nan=True) + "\n" for r in records)
+    lines = "".join(json.dumps(dict(r), allow_nan=True, ensure_ascii=False) + "\n"
+                    for r in records)
     if not lines:
         return
     with open(path, "a", encoding="utf-8") as fh:
