@@ -18,3 +18,7 @@ class InputError(QmlrpError):
         self.where = where
         self.reason = reason
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Picklable with both fields (it travels back from worker processes)."""
+        return (self.__class__, (self.where, self.reason))

@@ -141,3 +141,18 @@ def test_hbond_rule(smiles, donors, acceptors):
     symbol = [a.GetSymbol() for a in mol.GetAtoms()]
     assert {symbol[k] for k in np.nonzero(f[:, COL["hbond_donor"]])[0]} == donors
     assert {symbol[k] for k in np.nonzero(f[:, COL["hbond_acceptor"]])[0]} == acceptors
+
+
+def test_anionic_aromatic_ring_n_127825_is_an_acceptor(qm9_graph):
+    """C[NH+]=C(N)C1=NC=N[N-]1: the triazolide n- (two connections, lone pair free) accepts; the
+    charged N-H+ donates but never accepts."""
+    rec, graph, mol = qm9_graph(127825)
+    f = graph.atom_features
+    anion = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() == 7 and a.GetFormalCharge() == -1]
+    cation = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() == 7 and a.GetFormalCharge() == 1]
+    assert len(anion) == 1 and len(cation) == 1
+    assert mol.GetAtomWithIdx(anion[0]).GetIsAromatic() and mol.GetAtomWithIdx(anion[0]).GetDegree() == 2
+    assert f[anion[0], COL["hbond_acceptor"]] == 1 and f[anion[0], COL["hbond_donor"]] == 0
+    assert f[cation[0], COL["hbond_acceptor"]] == 0 and f[cation[0], COL["hbond_donor"]] == 1
+    ring_n = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() == 7 and a.GetIsAromatic()]
+    assert f[ring_n, COL["hbond_acceptor"]].tolist() == [1.0, 1.0, 1.0]  # all three ring n accept

@@ -8,7 +8,8 @@ H-bond rules (defined here, tested in tests/features/test_atom_features.py):
 * **acceptor**: Lipinski's N and O (plus F), refined as in the Daylight/RDKit acceptor patterns to
   drop atoms whose lone pair is not available: any O that is neutral or anionic; neutral F;
   neutral non-aromatic N unless single-bonded to a C that is double-bonded to O, N or S (amide,
-  amidine, thioamide N); aromatic n with two connections (pyridine-type, not pyrrole-type nH).
+  amidine, thioamide N); aromatic n with two connections, neutral (pyridine-type, not pyrrole-type
+  nH) or anionic (the azolide n⁻ of e.g. a deprotonated triazole, whose lone pair is free).
   Positively charged N and O are never acceptors.
 
 The flags sit on the heavy atom; hydrogens carry neither.
@@ -24,7 +25,7 @@ from qmlrp.errors import InputError
 from qmlrp.features.layout import ATOMIC_NUMBERS, N_ATOM_FEATURES, RING_SIZES
 
 HBOND_DONOR = Chem.MolFromSmarts("[N,n,O,o;!H0]")
-HBOND_ACCEPTOR = Chem.MolFromSmarts("[$([O,o;+0,-1]),$([F;+0]),$([N;+0;!$(N-[C,c]=[O,N,S])]),$([n;+0;X2])]")
+HBOND_ACCEPTOR = Chem.MolFromSmarts("[$([O,o;+0,-1]),$([F;+0]),$([N;+0;!$(N-[C,c]=[O,N,S])]),$([n;+0,-1;X2])]")
 _ELEMENT_COLUMN = {z: k for k, z in enumerate(ATOMIC_NUMBERS)}
 _HYBRIDIZATION_COLUMN = {
     Chem.HybridizationType.SP: 15,

@@ -6,6 +6,8 @@ QM9 cages have non-bonded 1,3 contacts of 1.78 A that the usual 1.3 would bond),
 (the SMILES is a template, as in ``AssignBondOrdersFromTemplate``, but hydrogens included);
 where the geometry's graph does not match the SMILES, bond orders are perceived from the geometry
 alone (:func:`rdDetermineBonds.DetermineBonds`, Hückel connectivity, neutral total charge).
+The geometry is checked first (:mod:`qmlrp.features.geometry`); a SMILES that RDKit cannot parse,
+a disconnected structure (several molecules in one block) and an ion are rejected with their reason.
 The molecule is then sanitized and its stereochemistry assigned from the 3D coordinates
 (CIP labels by the new CIP labeler, Hanson et al., J. Chem. Inf. Model. 58, 1755 (2018)).
 """
@@ -18,6 +20,7 @@ from rdkit.Chem import rdCIPLabeler, rdDetermineBonds
 from rdkit.Geometry import Point3D
 
 from qmlrp.errors import InputError
+from qmlrp.features.geometry import check_geometry
 from qmlrp.features.layout import ATOMIC_NUMBERS, MAX_ATOMS
 
 RDLogger.DisableLog("rdApp.*")
@@ -95,8 +98,48 @@ def check_domain(atomic_numbers: np.ndarray, name: str) -> None:
         raise InputError(name, f"element(s) {symbols} outside H, C, N, O, F")
     if len(atomic_numbers) > MAX_ATOMS:
         raise InputError(name, f"{len(atomic_numbers)} atoms, more than the {MAX_ATOMS} of QM9")
-    if int(np.sum(atomic_numbers)) % 2:
-        raise InputError(name, "odd number of electrons (radical): outside the closed-shell QM9 domain")
+
+
+def ion_charges(atomic_numbers: np.ndarray, coordinates: np.ndarray, charges: tuple[int, ...]) -> list[int]:
+    """The net charges among ``charges`` for which RDKit perceives a closed-shell structure."""
+    found = []
+    for charge in charges:
+        mol = _geometry_mol(atomic_numbers, coordinates)
+        try:
+            rdDetermineBonds.DetermineBonds(mol, charge=charge, useHueckel=False)
+            Chem.SanitizeMol(mol)
+        except (ValueError, RuntimeError, Chem.rdchem.MolSanitizeException):
+            continue
+        if not any(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms()):
+            found.append(charge)
+    return found
+
+
+def _charged_reason(charges: list[int]) -> str:
+    kinds = " or ".join(f"{'a cation' if q > 0 else 'an anion'} (net charge {q:+d})" for q in charges)
+    return f"charged: perceived as {kinds}; outside the neutral QM9 domain"
+
+
+def _odd_electrons_reason(atomic_numbers: np.ndarray, coordinates: np.ndarray) -> str:
+    charges = ion_charges(atomic_numbers, coordinates, (1, -1))
+    if len(charges) == 1:
+        return f"odd number of electrons: {_charged_reason(charges)}"
+    if charges:
+        return ("odd number of electrons: a radical, or an ion of net charge +1 or -1; "
+                "outside the neutral closed-shell QM9 domain")
+    return "odd number of electrons (radical): outside the closed-shell QM9 domain"
+
+
+def _fragments_reason(atomic_numbers: np.ndarray, coordinates: np.ndarray, fragments: int) -> str:
+    """Why the perceived structure has several fragments: several molecules, or an ion that fell apart."""
+    connected = _geometry_mol(atomic_numbers, coordinates)
+    _connect(connected, atomic_numbers, coordinates, max(CONNECTIVITY_TOLERANCES))
+    if len(Chem.GetMolFrags(connected)) > 1:
+        return f"disconnected: {fragments} fragments (one molecule per XYZ block)"
+    charges = ion_charges(atomic_numbers, coordinates, (1, -1, 2, -2))
+    if charges:
+        return _charged_reason(charges)
+    return f"RDKit perceives {fragments} fragments in a connected geometry"
 
 
 def build_molecule(atomic_numbers: np.ndarray, coordinates: np.ndarray, smiles: str | None = None,
@@ -112,11 +155,16 @@ def build_molecule(atomic_numbers: np.ndarray, coordinates: np.ndarray, smiles: 
         The molecule and how its bond orders were found (``"template"`` or ``"geometry"``).
 
     Raises:
-        InputError: outside the domain, or RDKit cannot perceive a sane neutral closed-shell structure.
+        InputError: outside the domain, an impossible geometry, an unparsable SMILES, a disconnected
+            or charged structure, or RDKit cannot perceive a sane neutral closed-shell structure.
     """
     atomic_numbers = np.asarray(atomic_numbers)
-    coordinates = np.asarray(coordinates, dtype=float).reshape(-1, 3)
     check_domain(atomic_numbers, name)
+    coordinates = check_geometry(atomic_numbers, coordinates, name)
+    if int(np.sum(atomic_numbers)) % 2:
+        raise InputError(name, _odd_electrons_reason(atomic_numbers, coordinates))
+    if smiles is not None and Chem.MolFromSmiles(smiles) is None:
+        raise InputError(name, f"RDKit cannot parse the SMILES {smiles!r}")
     mol = _geometry_mol(atomic_numbers, coordinates)
     origin = BOND_FROM_GEOMETRY
     if smiles:
@@ -131,14 +179,20 @@ def build_molecule(atomic_numbers: np.ndarray, coordinates: np.ndarray, smiles: 
         try:
             rdDetermineBonds.DetermineBonds(mol, charge=0, useHueckel=True)
         except (ValueError, RuntimeError) as err:
+            charges = ion_charges(atomic_numbers, coordinates, (1, -1, 2, -2))
+            if charges:
+                raise InputError(name, _charged_reason(charges)) from None
             raise InputError(name, f"RDKit cannot perceive bond orders from the geometry ({str(err).splitlines()[0]})") from None
     try:
         Chem.SanitizeMol(mol)
     except Chem.rdchem.MolSanitizeException as err:
         raise InputError(name, f"RDKit cannot sanitize the perceived structure ({str(err).splitlines()[0]})") from None
+    fragments = len(Chem.GetMolFrags(mol))
+    if fragments > 1:
+        raise InputError(name, _fragments_reason(atomic_numbers, coordinates, fragments))
     charge = Chem.GetFormalCharge(mol)
     if charge != 0:
-        raise InputError(name, f"net charge {charge:+d}: outside the neutral QM9 domain")
+        raise InputError(name, f"charged: net charge {charge:+d}; outside the neutral QM9 domain")
     if any(atom.GetNumRadicalElectrons() for atom in mol.GetAtoms()):
         raise InputError(name, "radical centre perceived: outside the closed-shell QM9 domain")
     Chem.AssignStereochemistryFrom3D(mol)
