@@ -61,7 +61,8 @@ def test_label_beta_user_errors_are_one_line(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"label_beta": {"method": "ccsd"}}))
     code, _, err = run(["label-beta", "--params", str(bad)], capsys)
-    assert code == 2 and err.startswith("error: params.yaml:label_beta") and err.count("\n") == 1
+    assert err == "error: params.yaml label_beta.method: 'ccsd' is not one of 'rks', 'rhf'\n"
+    assert code == 2
 
 
 def test_dalton_write_command(tmp_path: Path, capsys) -> None:
