@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from qmlrp import paths
-from qmlrp.params import stage_params
+from qmlrp.params import parse_section, stage_params
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="Parameter file with one section per stage.")
 
@@ -22,27 +22,21 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(paths.QM9_TABLE, help="Parquet table to write."),
     ) -> None:
         """Read QM9 (qm9pack or the original XYZ files) into one Parquet table."""
-        from qmlrp.data.ingest import ingest
+        from qmlrp.data.ingest import IngestParams, ingest
 
-        p = stage_params("ingest", params)
-        result = ingest(
-            source=source or p.get("source", "qm9pack"),
-            output=output,
-            rejects=paths.INGEST_REJECTS,
-            metrics=paths.METRICS / "ingest.json",
-            limit=limit if limit is not None else p.get("limit"),
-            seed=int(p.get("seed", 0)),
-            on_error=p.get("on_error", "fail"),
-        )
+        values = stage_params("ingest", params)
+        values.update({k: v for k, v in (("source", source), ("limit", limit)) if v is not None})
+        p = parse_section(IngestParams, "ingest", values)
+        result = ingest(source=p.source, output=output, rejects=paths.INGEST_REJECTS,
+                        metrics=paths.METRICS / "ingest.json", limit=p.limit, seed=p.seed, on_error=p.on_error)
         typer.echo(f"ingest: {result.n_molecules} molecules -> {output} ({result.n_rejected} malformed)")
 
     @app.command("split")
     def split_command(params: Path = PARAMS) -> None:
         """Shuffle the featurized molecules (seeded) into uniform cross-validation folds."""
-        from qmlrp.data.split import split
+        from qmlrp.data.split import SplitParams, split
 
-        p = stage_params("split", params)
-        result = split(paths.FEATURES, paths.FOLDS, paths.METRICS / "split.json",
-                       n_folds=int(p["n_folds"]), seed=int(p["seed"]))
+        p = parse_section(SplitParams, "split", stage_params("split", params))
+        result = split(paths.FEATURES, paths.FOLDS, paths.METRICS / "split.json", n_folds=p.n_folds, seed=p.seed)
         typer.echo(f"split: {result['n_molecules']} molecules into {result['n_folds']} folds "
                    f"of {result['min_fold_size']}-{result['max_fold_size']}")

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,23 @@ from qmlrp.data.record import Qm9Record
 from qmlrp.data.schema import SCHEMA
 from qmlrp.data.xyz import iter_qm9_source, parse_qm9_xyz
 from qmlrp.errors import InputError, QmlrpError
-from qmlrp.io import write_csv, write_json, write_parquet
+from qmlrp.io import read_parquet, write_csv, write_json, write_parquet
 
 QM9_SIZE = 130_831
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """``params.yaml`` section ``ingest`` (parsed by :func:`qmlrp.params.parse_section`)."""
+
+    source: str = "qm9pack"
+    limit: int | None = 2000
+    seed: int = 20171010
+    on_error: Literal["fail", "skip"] = "fail"
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"limit must be positive or null, got {self.limit}")
 
 
 @dataclass(frozen=True)
@@ -107,7 +122,4 @@ def ingest(source: str, output: str | Path, rejects: str | Path, metrics: str | 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read the ingested table (or some columns of it) as a DataFrame sorted by id."""
-    path = Path(path)
-    if not path.exists():
-        raise QmlrpError(f"{path}: not found (run `dvc repro ingest` first)")
-    return pq.read_table(path, columns=columns).to_pandas()
+    return read_parquet(path, columns, hint="run `dvc repro ingest`").to_pandas()

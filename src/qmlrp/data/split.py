@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from qmlrp.errors import QmlrpError
-from qmlrp.io import write_json, write_parquet
+from qmlrp.io import read_parquet, write_json, write_parquet
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """``params.yaml`` section ``split`` (parsed by :func:`qmlrp.params.parse_section`)."""
+
+    n_folds: int = 10
+    seed: int = 20171010
+
+    def __post_init__(self) -> None:
+        if self.n_folds < 2:
+            raise ValueError(f"n_folds must be at least 2, got {self.n_folds}")
 
 
 def assign_folds(ids: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -32,9 +44,7 @@ def assign_folds(ids: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
 def split(features: str | Path, output: str | Path, metrics: str | Path, n_folds: int = 10, seed: int = 0) -> dict[str, object]:
     """Write ``output`` (columns id, fold) for the featurized molecules and fold sizes to ``metrics``."""
     molecules = Path(features) / "molecules.parquet"
-    if not molecules.exists():
-        raise QmlrpError(f"{molecules}: not found (run `dvc repro featurize` first)")
-    ids = pq.read_table(molecules, columns=["id"]).column("id").to_numpy()
+    ids = read_parquet(molecules, ["id"], hint="run `dvc repro featurize`").column("id").to_numpy()
     folds = assign_folds(ids, n_folds, seed)
     order = np.argsort(ids)
     write_parquet(pa.table({"id": ids[order], "fold": folds[order]}), output)
@@ -47,8 +57,5 @@ def split(features: str | Path, output: str | Path, metrics: str | Path, n_folds
 
 def read_folds(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(ids, folds) from the split stage's output."""
-    path = Path(path)
-    if not path.exists():
-        raise QmlrpError(f"{path}: not found (run `dvc repro split` first)")
-    table = pq.read_table(path)
+    table = read_parquet(path, ["id", "fold"], hint="run `dvc repro split`")
     return table.column("id").to_numpy(), table.column("fold").to_numpy()

@@ -54,13 +54,23 @@ def qm9_float(token: str) -> float:
     return float(token.replace("*^", "e"))
 
 
+MAX_ATOMIC_NUMBER = 118
+
+
 def _atom_number(symbol: str, where: str) -> int:
-    number = SYMBOL_TO_NUMBER.get(symbol.strip().upper())
-    if number is None:
-        if symbol.strip().isdigit():
-            return int(symbol)
-        raise InputError(where, f"unknown element symbol {symbol!r}")
-    return number
+    """Atomic number of an element field: a symbol (any case) or an ASCII atomic number 1..118."""
+    field = symbol.strip()
+    shown = repr(field[:12] + ("..." if len(field) > 12 else ""))
+    if not field.isascii():
+        raise InputError(where, f"element field {shown} is not an element symbol (non-ASCII characters)")
+    number = SYMBOL_TO_NUMBER.get(field.upper())
+    if number is not None:
+        return number
+    if field.isdigit():
+        if len(field) > 3 or not 1 <= int(field) <= MAX_ATOMIC_NUMBER:
+            raise InputError(where, f"atomic number {shown} outside 1..{MAX_ATOMIC_NUMBER}")
+        return int(field)
+    raise InputError(where, f"unknown element symbol {shown}")
 
 
 def parse_qm9_xyz(text: str, name: str) -> Qm9Record:

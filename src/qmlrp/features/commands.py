@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from qmlrp import paths
-from qmlrp.params import stage_params
+from qmlrp.params import parse_section, stage_params
 
 
 def register(app: typer.Typer) -> None:
@@ -16,11 +16,10 @@ def register(app: typer.Typer) -> None:
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
     ) -> None:
         """Build the Molecular Graph (21 atom + 13 pair features) of every ingested molecule."""
-        from qmlrp.features.featurize import featurize_table
+        from qmlrp.features.featurize import FeaturizeParams, featurize_table
 
-        p = stage_params("featurize", params)
+        p = parse_section(FeaturizeParams, "featurize", stage_params("featurize", params))
         result = featurize_table(paths.QM9_TABLE, paths.FEATURES, paths.FEATURIZE_FAILURES,
-                                 paths.METRICS / "featurize.json", workers=int(p["workers"]),
-                                 chunk_size=int(p["chunk_size"]))
+                                 paths.METRICS / "featurize.json", workers=p.workers, chunk_size=p.chunk_size)
         typer.echo(f"featurize: {result['n_featurized']}/{result['n_input']} molecules featurized, "
                    f"{result['n_failed']} failed (listed in {paths.FEATURIZE_FAILURES})")

@@ -24,10 +24,22 @@ from qmlrp.errors import InputError, QmlrpError
 from qmlrp.features.graph import MolecularGraph, graph_from_mol
 from qmlrp.features.molecule import BOND_FROM_GEOMETRY, build_molecule
 from qmlrp.features.store import write_store
-from qmlrp.io import write_csv, write_json
+from qmlrp.io import read_parquet, write_csv, write_json
 
 STORE_FILES = ("molecules.parquet", "atoms.parquet", "bonds.parquet")
 SCRATCH = Path("data/tmp/featurize")
+
+
+@dataclass(frozen=True)
+class FeaturizeParams:
+    """``params.yaml`` section ``featurize`` (parsed by :func:`qmlrp.params.parse_section`)."""
+
+    workers: int = 2
+    chunk_size: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.workers <= 0 or self.chunk_size <= 0:
+            raise ValueError("workers and chunk_size must be positive")
 
 
 def featurize_geometry(atomic_numbers: np.ndarray, coordinates: np.ndarray, smiles: str | None = None,
@@ -60,12 +72,16 @@ def _run_chunk(task: tuple[Chunk, Path]) -> tuple[int, int, int]:
     graphs, ids, origins, failures = [], [], [], []
     for mol_id, name, smi, numbers, coords in zip(chunk.ids, chunk.names, chunk.smiles, chunk.atomic_numbers,
                                                   chunk.coordinates):
-        xyz = np.asarray(coords).reshape(-1, 3)
         try:
+            xyz = np.asarray(coords, dtype=float).reshape(-1, 3)
             mol, origin = build_molecule(np.asarray(numbers), xyz, smi, name)
             graphs.append(graph_from_mol(mol, xyz, name))
         except InputError as err:
             failures.append({"id": int(mol_id), "name": name, "reason": err.reason})
+            continue
+        except (ValueError, TypeError, RuntimeError) as err:  # RDKit or a malformed row
+            first = (str(err).splitlines() or [err.__class__.__name__])[0]
+            failures.append({"id": int(mol_id), "name": name, "reason": f"cannot featurize ({first})"})
             continue
         ids.append(int(mol_id))
         origins.append(origin)
@@ -87,15 +103,19 @@ def featurize_table(table: str | Path, output: str | Path, failures: str | Path,
                     workers: int = 2, chunk_size: int = 2000, scratch_root: str | Path = SCRATCH) -> dict[str, float]:
     """Featurize every molecule of the ingested table; return the metrics written to ``metrics``."""
     table = Path(table)
-    if not table.exists():
-        raise QmlrpError(f"{table}: not found (run `dvc repro ingest` first)")
     if chunk_size <= 0 or workers <= 0:
         raise QmlrpError("featurize.chunk_size and featurize.workers must be positive")
-    frame = pq.read_table(table, columns=["id", "name", "smiles", "atomic_numbers", "coordinates"])
+    frame = read_parquet(table, ["id", "name", "smiles", "atomic_numbers", "coordinates"],
+                         hint="run `dvc repro ingest`")
     n = frame.num_rows
     scratch = Path(scratch_root) / _content_key(table, chunk_size)
     scratch.mkdir(parents=True, exist_ok=True)
     ids = frame.column("id").to_numpy()
+    unique, counts = np.unique(ids, return_counts=True)
+    if np.any(counts > 1):
+        dup = unique[counts > 1]
+        raise QmlrpError(f"{table}: QM9 id{'s' if len(dup) > 1 else ''} {', '.join(map(str, dup[:5]))} "
+                         f"appear{'' if len(dup) > 1 else 's'} more than once")
     names = frame.column("name").to_pylist()
     smiles = frame.column("smiles").to_pylist()
     numbers = frame.column("atomic_numbers").to_pylist()

@@ -24,6 +24,7 @@ from qmlrp.features.batch import GraphBatch
 from qmlrp.features.graph import MolecularGraph
 from qmlrp.features.layout import ATOM_FEATURES, N_ATOM_FEATURES
 from qmlrp.features.pairs import expand_pairs
+from qmlrp.io import read_parquet
 
 FLOAT_ATOM_COLUMNS = {"gasteiger_charge"}
 
@@ -85,15 +86,20 @@ class FeatureStore:
         directory = Path(directory)
         if not (directory / "molecules.parquet").exists():
             raise QmlrpError(f"{directory}: no featurized molecules (run `dvc repro featurize` first)")
-        mols = pq.read_table(directory / "molecules.parquet")
-        atoms = pq.read_table(directory / "atoms.parquet")
-        bonds = pq.read_table(directory / "bonds.parquet")
+        hint = "run `dvc repro featurize` or `dvc pull`"
+        mols = read_parquet(directory / "molecules.parquet", ["id", "n_atoms", "n_bonds", "bond_origin"], hint)
+        atoms = read_parquet(directory / "atoms.parquet", [*ATOM_FEATURES, "ring_mask", "x", "y", "z"], hint)
+        bonds = read_parquet(directory / "bonds.parquet", ["i", "j", "bond_type"], hint)
+        n_atoms, n_bonds = mols.column("n_atoms").to_numpy(), mols.column("n_bonds").to_numpy()
+        if int(n_atoms.sum()) != atoms.num_rows or int(n_bonds.sum()) != bonds.num_rows:
+            raise QmlrpError(f"{directory}: inconsistent store ({int(n_atoms.sum())} atoms and {int(n_bonds.sum())} "
+                             f"bonds listed, {atoms.num_rows} and {bonds.num_rows} stored; {hint})")
         features = np.stack([atoms.column(name).to_numpy().astype(np.float32) for name in ATOM_FEATURES], axis=1)
         coords = np.stack([atoms.column(a).to_numpy() for a in "xyz"], axis=1).astype(np.float32)
         return cls(
             ids=mols.column("id").to_numpy(),
-            n_atoms=mols.column("n_atoms").to_numpy(),
-            n_bonds=mols.column("n_bonds").to_numpy(),
+            n_atoms=n_atoms,
+            n_bonds=n_bonds,
             atom_features=features,
             coordinates=coords,
             ring_masks=atoms.column("ring_mask").to_numpy(),
