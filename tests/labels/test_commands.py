@@ -93,3 +93,21 @@ def test_dalton_read_command(tmp_path: Path, capsys) -> None:
     # four fixtures are four different levels: refused, as one line
     code, _, err = run(["dalton-read", str(DALTON), "-o", str(tmp_path / "all.parquet")], capsys)
     assert code == 2 and "never mix" in err and err.count("\n") == 1
+
+
+def test_label_beta_overrides(tmp_path: Path, capsys) -> None:
+    tiny_table(tmp_path / "qm9.parquet")
+    params = write_params(tmp_path)
+    code, out, err = run(["label-beta", "--params", str(params), "--set", "count=1",
+                          "-S", f"output={tmp_path / 'other'}/{{level}}"], capsys)
+    assert code == 0, err
+    assert "label-beta: 1/1 labelled" in out
+    assert len(pd.read_parquet(tmp_path / "other" / "rhf-hf-sto-3g")) == 1
+    code, _, err = run(["label-beta", "--params", str(params), "-S", "cout=2"], capsys)
+    assert code == 2 and err == ("error: params.yaml label_beta: unknown key 'cout' "
+                                 "(did you mean 'count'?)\n")
+    code, _, err = run(["label-beta", "--params", str(params), "-S", "sanity.min_distance=1"],
+                       capsys)
+    assert code == 2 and "label_beta.sanity: unknown key 'min_distance'" in err
+    code, _, err = run(["label-beta", "--params", str(params), "-S", "count"], capsys)
+    assert code == 2 and err == "error: --set: expected KEY=VALUE, got 'count'\n"

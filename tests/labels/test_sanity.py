@@ -101,3 +101,15 @@ def test_implausible_results_are_rejected(water: BetaResult, change: dict, reaso
     with pytest.raises(LabelFailure) as err:
         check_result(WATER_Z, dataclasses.replace(water, **change), SANE)
     assert str(err.value) == reason
+
+
+def test_squeezed_water_energy_is_caught_even_without_the_distance_check() -> None:
+    """The second line of defence: with the distance check relaxed, the SCF of the squeezed
+    water 'converges' to about +115 Ha (the stored +112 Ha bug), and the energy check refuses it."""
+    smi, z, xyz = SQUEEZED_WATER
+    out = label_task({"id": 7, "smiles": smi, "n_atoms": 3, "atomic_numbers": z,
+                      "coordinates": xyz}, {"method": "rhf", "basis": "sto-3g"},
+                     sanity={"min_distance_angstrom": 0.01})
+    assert not out["ok"]
+    assert out["reason"].startswith("sanity: energy 114.8")
+    assert out["reason"].endswith("from the free-atom sum -76.067 Ha (window ±2.00 Ha)")

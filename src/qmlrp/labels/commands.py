@@ -13,15 +13,46 @@ from qmlrp.errors import InputError, QmlrpError
 ALL_FAILED_EXIT = 1
 
 
-def run_label_beta(params_path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Run the ``label_beta`` stage from the params file; return its metrics.
+def apply_overrides(section: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` overrides (VALUE read as YAML; ``a.b=`` reaches a nested key) of a section.
 
-    The whole ``label_beta`` section is checked (unknown keys, types, values) before any work.
+    Raises:
+        InputError: an override without ``=``, or a nested key under a non-mapping.
     """
-    from qmlrp.labels.config import load_label_beta_params
-    from qmlrp.labels.run import run_stage
+    import yaml
 
-    return run_stage(load_label_beta_params(params_path))
+    out = dict(section)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("--set", f"expected KEY=VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for name in parents:
+            child = node.get(name)
+            child = dict(child) if isinstance(child, dict) else {} if child is None else child
+            if not isinstance(child, dict):
+                raise InputError("--set", f"{name} is not a mapping in {item!r}")
+            node[name] = child
+            node = child
+        node[leaf] = value
+    return out
+
+
+def run_label_beta(params_path: str | Path = "params.yaml",
+                   overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the ``label_beta`` stage from the params file (and ``KEY=VALUE`` overrides); return
+    its metrics. The whole section is checked (unknown keys, types, values) before any work."""
+    from qmlrp.labels.config import SECTION, LabelBetaParams
+    from qmlrp.labels.run import run_stage
+    from qmlrp.params import stage_params
+
+    section = apply_overrides(stage_params(SECTION, params_path), overrides or [])
+    return run_stage(LabelBetaParams.from_mapping(section))
 
 
 def all_failed(m: dict[str, Any]) -> bool:
@@ -43,10 +74,17 @@ def register(app: typer.Typer) -> None:
     @app.command("label-beta")
     def label_beta_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
+        overrides: Optional[list[str]] = typer.Option(
+            None, "--set", "-S", help="Override a label_beta key: KEY=VALUE (YAML value; "
+                                      "sanity.min_distance_angstrom=0.4 for nested keys)."),
     ) -> None:
-        """Static β, α and μ labels (PySCF, Dask) for the molecules chosen in params label_beta."""
+        """Static β, α and μ labels (PySCF, Dask) for the molecules chosen in params label_beta.
+
+        Labels already in the output folder (the published, git-tracked set) are never
+        recomputed; new ones are added as new shards. Exit 1 when every molecule failed.
+        """
         try:
-            m = run_label_beta(params)
+            m = run_label_beta(params, overrides or [])
         except KeyboardInterrupt:
             typer.echo("label-beta: interrupted; finished molecules are saved - rerun to resume",
                        err=True)
