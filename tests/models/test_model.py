@@ -170,44 +170,83 @@ def test_save_load_roundtrip(tmp_path, model):
         save_model(model, tmp_path / "model.pkl")
 
 
-def test_trace_exposes_every_layer(model):
+def test_record_holds_every_layer_call(model):
+    """The recorded forward pass: one record per layer call (every weighted layer appears), each
+    record's output is its layer applied to its recorded inputs, and the flat trace view agrees."""
+    from qmlrp.models.layers import Record
+
     batch = random_batch([5, 8], seed=4)
     inputs = batch_to_inputs(batch)
-    t = model.trace(inputs)
-    np.testing.assert_allclose(np.asarray(t["output"]).reshape(-1), predict(model, batch), rtol=1e-6)
-    layers = model.layer_map()
-    for key in layers:
-        assert any(k == key or k.startswith(key + ".") for k in t), key
+    rec = model.record(inputs)
+    assert isinstance(rec, Record)
+    np.testing.assert_allclose(np.asarray(rec.outputs).reshape(-1), predict(model, batch), rtol=1e-6)
+    records = {r.path: r for r in rec.walk()[1:]}
+    weighted = {"/".join(v.path.split("/")[1:-1]) for v in model.weights if v.path.startswith("weave_gc/")}
+    recorded = {p.replace(".", "/") for p in records}
+    assert weighted <= recorded | {"embedding/dense", "embedding/batch_norm"}, weighted - recorded
+    assert {"graph_input.atom_scaling", "graph_input.pair_scaling", "weave0.pair_to_atom_sum",
+            "head.target_scaling", "embedding", "readout"} <= set(records)
     relu = lambda z: np.maximum(np.asarray(z), 0.0)  # noqa: E731
     # every activation is the ReLU of its pre-activation, which is the layer's affine map of its input
     w0 = model.weave_modules[0]
-    x = np.asarray(t["scaled.atoms"])
+    a2a = records["weave0.atom_to_atom"]
+    x = np.asarray(a2a.inputs[0])
+    np.testing.assert_allclose(x, batch.atom_features * np.asarray(model.input_layer.atom_scaling.scale), rtol=1e-6)
     z = x @ np.asarray(w0.atom_to_atom.kernel) + np.asarray(w0.atom_to_atom.bias)
-    np.testing.assert_allclose(np.asarray(t["weave0.atom_to_atom.z"]), z, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(t["weave0.atom_to_atom"]), relu(z), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(a2a.extras["z"]), z, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(a2a.outputs), relu(z), rtol=1e-4, atol=1e-4)
     # A->P: dense layer on [A_i, A_j] and on [A_j, A_i], summed after the ReLU
     i, j = batch.pair_atoms[:, 0], batch.pair_atoms[:, 1]
     k, b = np.asarray(w0.atom_to_pair.kernel), np.asarray(w0.atom_to_pair.bias)
     z_ij = np.concatenate([x[i], x[j]], axis=1) @ k + b
     z_ji = np.concatenate([x[j], x[i]], axis=1) @ k + b
-    np.testing.assert_allclose(np.asarray(t["weave0.atom_to_pair"]), relu(z_ij) + relu(z_ji), rtol=1e-4, atol=1e-4)
+    a2p = records["weave0.atom_to_pair"]
+    assert a2p.inputs[0] is a2a.inputs[0]  # the same tensor fed both layers: the walk can see the branch
+    np.testing.assert_allclose(np.asarray(a2p.outputs), relu(z_ij) + relu(z_ji), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(a2p.extras["z_ij"]), z_ij, rtol=1e-4, atol=1e-4)
     # P->A: per-pair ReLU summed onto both atoms
-    pairwise = np.asarray(t["weave0.pair_to_atom.pairwise"])
+    pairwise = np.asarray(records["weave0.pair_to_atom"].outputs)
     summed = np.zeros((batch.n_atoms, pairwise.shape[1]))
     np.add.at(summed, i, pairwise)
     np.add.at(summed, j, pairwise)
-    np.testing.assert_allclose(np.asarray(t["weave0.pair_to_atom"]), summed, rtol=1e-4, atol=1e-4)
-    # histogram memberships sum to one per atom and feature; the readout sums them per molecule
-    m = np.asarray(t["readout.memberships"])
-    np.testing.assert_allclose(m.sum(-1), 1.0, rtol=1e-5)
-    readout = np.asarray(t["readout"])
+    np.testing.assert_allclose(np.asarray(records["weave0.pair_to_atom_sum"].outputs), summed, rtol=1e-4, atol=1e-4)
+    # the readout sums memberships (one per atom and feature) per molecule
+    readout = np.asarray(records["readout"].outputs)
     per_feature = readout.reshape(2, -1, 11).sum(-1)  # (molecules, features): the atom count
     np.testing.assert_allclose(per_feature, np.broadcast_to(np.bincount(batch.atom_molecule)[:, None], per_feature.shape),
                                rtol=1e-5)
     # the inference-mode BatchNorm folds into the per-atom linear layer
     kernel, bias = model.atom_embedding.folded()
-    a = np.asarray(t["weave1.atoms_out"])
-    np.testing.assert_allclose(a @ kernel + bias, np.asarray(t["embedding"]), rtol=1e-4, atol=1e-3)
+    a = np.asarray(records["embedding"].inputs[0])
+    np.testing.assert_allclose(a @ kernel + bias, np.asarray(records["embedding"].outputs), rtol=1e-4, atol=1e-3)
+    # the flat view
+    t = model.trace(inputs)
+    np.testing.assert_array_equal(np.asarray(t["weave0.atom_to_pair.z_ji"]), np.asarray(a2p.extras["z_ji"]))
+    np.testing.assert_array_equal(np.asarray(t["output"]), np.asarray(rec.outputs))
+
+
+def test_old_model_files_load_with_the_same_weights(tmp_path, model):
+    """Variable order and paths are what saved files and the JAX engine rely on."""
+    paths = [v.path for v in model.weights]
+    assert paths[:2] == ["atom_scaling/scale", "pair_scaling/scale"] and paths[-2:] == ["target_scaling/mean",
+                                                                                           "target_scaling/std"]
+    assert paths[2:5] == ["weave_gc/weave0/atom_to_atom/kernel_0", "weave_gc/weave0/atom_to_atom/bias",
+                          "weave_gc/weave0/pair_to_atom/kernel_0"]
+    assert model.head.target_scaling.mean.shape == (1,)
+
+
+def test_vector_head(model):
+    """A head with several outputs: one mean and sd per output, outputs (n_molecules, n_outputs)."""
+    from qmlrp.models.head import RegressionHead
+
+    head = RegressionHead((8,), n_outputs=3, name="head")
+    head.build((None, 5))
+    head.output_layer.kernels[0].assign(np.random.default_rng(0).normal(size=(8, 3)).astype("float32"))
+    head.target_scaling.set_statistics([1.0, 2.0, 3.0], [0.5, 1.0, 2.0])
+    x = np.random.default_rng(1).normal(size=(4, 5)).astype("float32")
+    z = np.asarray(head.standardized(x))
+    np.testing.assert_allclose(np.asarray(head(x)), z * [0.5, 1.0, 2.0] + [1.0, 2.0, 3.0], rtol=1e-6)
+    assert head.get_config()["n_outputs"] == 3
 
 
 def test_histogram_has_no_underflow_in_the_tails(model):

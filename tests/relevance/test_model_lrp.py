@@ -57,7 +57,7 @@ def real_batch(qm9_graph) -> GraphBatch:
 @pytest.mark.parametrize("name", RULE_NAMES)
 def test_conservation_float64_exact(model, name: str) -> None:
     batch = random_batch([3, 7, 11, 2], seed=1)
-    e = ModelLRP(model, dtype="float64", recompute=True, compile=False).explain(batch, get_rule(name))
+    e = ModelLRP(model, dtype="float64", compile=False).explain(batch, get_rule(name))
     y = np.asarray(model(batch_to_inputs(batch), training=False))[:, 0]
     np.testing.assert_allclose(e.output, y, rtol=1e-5, atol=1e-5)
     assert e.conservation_error().max() <= 1e-9 * max(1.0, np.abs(e.output).max())
@@ -87,7 +87,7 @@ def test_lrp0_bias_free_is_gradient_times_input_below_the_gates() -> None:
 
     model = randomised_model(seed=3, biases=False)
     batch = random_batch([4, 6, 9], seed=5)
-    e = ModelLRP(model, dtype="float64", recompute=True, compile=False).explain(batch, get_rule("lrp0"))
+    e = ModelLRP(model, dtype="float64", compile=False).explain(batch, get_rule("lrp0"))
     inputs = {k: tf.constant(v) for k, v in batch_to_inputs(batch).items()}
     h = np.asarray(model.trace(inputs)["embedding"], np.float64)
     coef = tf.constant(np.divide(e.embedding, h, out=np.zeros_like(h), where=h != 0), tf.float32)
@@ -132,7 +132,7 @@ def _permute(batch: GraphBatch, seed: int) -> tuple[GraphBatch, np.ndarray, np.n
 def test_permuting_atoms_permutes_relevance(model, name: str) -> None:
     batch = random_batch([5, 8, 3], seed=9)
     permuted, atom_from, pair_from = _permute(batch, seed=2)
-    lrp = ModelLRP(model, dtype="float64", recompute=True, compile=False)
+    lrp = ModelLRP(model, dtype="float64", compile=False)
     e0 = lrp.explain(batch, get_rule(name))
     e1 = lrp.explain(permuted, get_rule(name))
     np.testing.assert_allclose(e1.output, e0.output, rtol=1e-5, atol=1e-5)
@@ -147,6 +147,6 @@ def test_composite_rule_per_layer(model) -> None:
 
     comp = resolve_rules(["mix"], composites={"mix": {"default": "eps", "layers": {"weave*": "ab21", "head.*": "lrp0"}}})
     batch = random_batch([4, 6], seed=3)
-    e = ModelLRP(model, dtype="float64", recompute=True, compile=False).explain(batch, comp["mix"])
+    e = ModelLRP(model, dtype="float64", compile=False).explain(batch, comp["mix"])
     assert e.rule == "mix"
     assert e.conservation_error().max() < 1e-9 * max(1.0, np.abs(e.output).max())

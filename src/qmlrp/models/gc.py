@@ -32,9 +32,12 @@ Choices (what the papers give -> what we do, and why):
 * ReLU everywhere (LRP-friendly), no dropout by default, Glorot-uniform kernels, zero biases.
 * Optimiser and schedule: :mod:`qmlrp.training.train` (Adam, reduce-on-plateau, early stopping).
 
-:meth:`GraphConvModel.trace` runs the forward pass in inference mode and returns every layer's
-pre-activation (``*.z``) and activation keyed by a dotted path; :meth:`GraphConvModel.layer_map`
-gives the layer object behind each key, so LRP can walk the model layer by layer.
+One forward pass (:meth:`GraphConvModel.forward`) serves training, inference and explanation:
+``call`` runs it plainly; :meth:`GraphConvModel.record` runs it in inference mode with a
+:class:`~qmlrp.models.layers.Tape`, so every part records its layer calls (inputs, outputs,
+pre-activations). LRP walks that record (:mod:`qmlrp.relevance.walk`); a new part needs a
+``forward`` that calls its sub-layers through :func:`~qmlrp.models.layers.run` and, if its layer
+types are new, one relevance function each.
 """
 
 from __future__ import annotations
@@ -49,17 +52,15 @@ from keras import ops
 from qmlrp.models.config import ModelConfig
 from qmlrp.models.head import RegressionHead
 from qmlrp.models.inputs import (
-    ATOM_FEATURES_KEY,
     ATOM_MASK_KEY,
     ATOM_MOLECULE_KEY,
-    PAIR_FEATURES_KEY,
     MOLECULE_ATOMS_KEY,
     PAIR_ATOMS_KEY,
     GraphInput,
     batch_to_inputs,
     random_batch,
 )
-from qmlrp.models.layers import PACKAGE, build_once
+from qmlrp.models.layers import PACKAGE, Record, Tape, build_once, record, run
 from qmlrp.models.readout import AtomEmbedding, GaussianHistogram
 from qmlrp.models.weave import WeaveModule
 
@@ -96,70 +97,43 @@ class GraphConvModel(keras.Model):
         self._metadata_json = json.dumps({**self.metadata, **values}, sort_keys=True)
 
     # -- forward -----------------------------------------------------------------------------
-    def encode(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
-        """Molecule vectors (n_molecules, embedding_width * 11) before the head."""
-        atoms, pairs = self.input_layer(inputs)
+    def forward(self, inputs: dict[str, Any], training: bool | None = None, tape: Tape | None = None,
+                scaled: bool = True) -> Any:
+        """The one forward pass: (n_molecules, n_outputs) in target units (standardised with
+        ``scaled=False``). With a ``tape`` every part records its call (see :func:`record`)."""
+        atoms, pairs = run(tape, self.input_layer, inputs)
         pair_atoms = inputs[PAIR_ATOMS_KEY]
         for module in self.weave_modules:
-            atoms, pairs = module(atoms, pairs, pair_atoms)
+            atoms, pairs = run(tape, module, atoms, pairs, pair_atoms)
         # padded batches (see pad_inputs) keep their padding atoms out of the BatchNorm statistics
-        h = self.atom_embedding(atoms, training=training, mask=inputs.get(ATOM_MASK_KEY))
+        h = run(tape, self.atom_embedding, atoms, training=training, mask=inputs.get(ATOM_MASK_KEY))
         n_molecules = ops.shape(inputs[MOLECULE_ATOMS_KEY])[0]
-        return self.readout(h, inputs[ATOM_MOLECULE_KEY], n_molecules=n_molecules)
+        x = run(tape, self.readout, h, inputs[ATOM_MOLECULE_KEY], n_molecules=n_molecules)
+        return run(tape, self.head, x, training=training, scaled=scaled)
 
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
-        return self.head(self.encode(inputs, training=training), training=training)
+        return self.forward(inputs, training=training)
 
     def standardized(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
         """Output in standardised target units (what the loss sees)."""
-        return self.head.standardized(self.encode(inputs, training=training), training=training)
+        return self.forward(inputs, training=training, scaled=False)
+
+    def record(self, inputs: dict[str, Any]) -> Record:
+        """Inference-mode forward pass that records every layer call (:class:`Record` tree)."""
+        return record(self, inputs, training=False)
 
     def trace(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Inference-mode forward pass returning every intermediate tensor, in execution order.
-
-        Keys: ``input.atoms``/``input.pairs`` (raw), ``scaled.atoms``/``scaled.pairs``,
-        ``weave{k}.<layer>[.z]`` (see :meth:`WeaveModule.trace`), ``embedding.z`` (linear, before
-        BN), ``embedding`` (after BN), ``readout.memberships`` (n_atoms, F, 11), ``readout``
-        (n_molecules, F*11), ``head.dense{k}[.z]``, ``head.output.z`` (standardised),
-        ``output`` (n_molecules, 1) in target units. Pre-activations end in ``.z``.
-        """
-        t: dict[str, Any] = {}
-        t["input.atoms"] = inputs[ATOM_FEATURES_KEY]
-        t["input.pairs"] = inputs[PAIR_FEATURES_KEY]
-        atoms, pairs = self.input_layer(inputs)
-        t["scaled.atoms"], t["scaled.pairs"] = atoms, pairs
-        pair_atoms = inputs[PAIR_ATOMS_KEY]
-        for k, module in enumerate(self.weave_modules):
-            mt = module.trace(atoms, pairs, pair_atoms)
-            for key, value in mt.items():
-                if value is not None:
-                    t[f"weave{k}.{key}"] = value
-            atoms, pairs = mt["atoms_out"], mt["pairs_out"]
-        et = self.atom_embedding.trace(atoms, training=False)
-        t["embedding.z"], t["embedding"] = et["z"], et["out"]
-        t["readout.memberships"] = self.readout.memberships(et["out"])
-        n_molecules = ops.shape(inputs[MOLECULE_ATOMS_KEY])[0]
-        t["readout"] = self.readout(et["out"], inputs[ATOM_MOLECULE_KEY], n_molecules=n_molecules)
-        for key, value in self.head.trace(t["readout"]).items():
-            t["output" if key == "output" else f"head.{key}"] = value
-        return t
-
-    def layer_map(self) -> dict[str, keras.layers.Layer]:
-        """Trace-key prefix -> the layer holding its weights (e.g. ``weave0.atom_to_pair``)."""
-        layers: dict[str, keras.layers.Layer] = {"scaled": self.input_layer}
-        for k, module in enumerate(self.weave_modules):
-            names = ["atom_to_atom", "pair_to_atom", "atom_update"]
-            if module.update_pairs:
-                names += ["atom_to_pair", "pair_to_pair", "pair_update"]
-            for name in names:
-                layers[f"weave{k}.{name}"] = getattr(module, name)
-        layers["embedding"] = self.atom_embedding
-        layers["readout"] = self.readout
-        for layer in self.head.hidden:
-            layers[f"head.{layer.name}"] = layer
-        layers["head.output"] = self.head.output_layer
-        layers["output"] = self.head.target_scaling
-        return layers
+        """Inference-mode intermediates as a flat dict, for reading and tests: ``<path>`` -> the
+        layer's output (``weave0.atom_to_pair``, ``embedding``, ``readout``, ``head.dense0``),
+        ``<path>.<extra>`` -> recorded extras (pre-activations ``.z``, ``.z_ij``/``.z_ji``), and
+        ``output`` (n_molecules, n_outputs) in target units."""
+        rec = self.record(inputs)
+        out: dict[str, Any] = {}
+        for r in rec.walk()[1:]:
+            out[r.path] = r.outputs
+            out.update({f"{r.path}.{k}": v for k, v in r.extras.items()})
+        out["output"] = rec.outputs
+        return out
 
     # -- building and serialisation ------------------------------------------------------------
     def build(self, input_shape: Any = None) -> None:

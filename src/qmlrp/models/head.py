@@ -1,4 +1,4 @@
-"""Fully connected regression head: molecule vector -> one target in its own units."""
+"""Fully connected regression head: molecule vector -> targets in their own units."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from qmlrp.models.layers import PACKAGE, build_once, SplitDense, TargetScaling
+from qmlrp.models.layers import PACKAGE, SplitDense, Tape, TargetScaling, build_once, run
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -17,19 +17,23 @@ class RegressionHead(keras.layers.Layer):
     Args:
         hidden_units: widths of the hidden dense layers (Kearnes et al. 2016: one layer of 2000).
         dropout: dropout rate after each hidden layer during training (0 disables it).
-    Input (n_molecules, d); output (n_molecules, 1) in the target's units.
+        n_outputs: number of targets predicted together (1: alpha or ZPVE; 81 for a vector of
+            frequencies). Each output has its own mean and sd in :class:`TargetScaling`.
+    Input (n_molecules, d); output (n_molecules, n_outputs) in the targets' units.
     """
 
-    def __init__(self, hidden_units: Sequence[int] = (2000,), dropout: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, hidden_units: Sequence[int] = (2000,), dropout: float = 0.0, n_outputs: int = 1,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.n_outputs = int(n_outputs)
         self.hidden_units = [int(u) for u in hidden_units]
         self.dropout_rate = float(dropout)
         self.hidden = [SplitDense(u, "relu", name=f"dense{k}") for k, u in enumerate(self.hidden_units)]
         self.dropout = keras.layers.Dropout(self.dropout_rate) if self.dropout_rate > 0 else None
         # Zero-initialised output: the untrained model predicts the training mean (standardised 0)
         # instead of a random offset of several standard deviations from the summed readout.
-        self.output_layer = SplitDense(1, "linear", kernel_initializer="zeros", name="output")
-        self.target_scaling = TargetScaling(name="target_scaling")
+        self.output_layer = SplitDense(self.n_outputs, "linear", kernel_initializer="zeros", name="output")
+        self.target_scaling = TargetScaling(self.n_outputs, name="target_scaling")
 
     def build(self, x_shape: Any) -> None:
         d = int(x_shape[-1])
@@ -38,29 +42,26 @@ class RegressionHead(keras.layers.Layer):
             d = layer.units
         build_once(self.output_layer, (None, d))
 
-    def trace(self, x: Any) -> dict[str, Any]:
-        """Inference-mode intermediates: ``dense{k}.z``, ``dense{k}``, ``output.z`` (standardised),
-        ``output`` (units)."""
-        t: dict[str, Any] = {}
+    def forward(self, x: Any, training: bool | None = None, tape: Tape | None = None,
+                scaled: bool = True) -> Any:
+        """(n_molecules, n_outputs): target units, or standardised with ``scaled=False``."""
         for layer in self.hidden:
-            t[f"{layer.name}.z"] = layer.pre_activation(x)
-            x = t[layer.name] = layer.activation(t[f"{layer.name}.z"])
-        t["output.z"] = self.output_layer.pre_activation(x)
-        t["output"] = self.target_scaling(t["output.z"])
-        return t
+            x = run(tape, layer, x)
+            if self.dropout is not None:
+                x = run(tape, self.dropout, x, training=training)
+        z = run(tape, self.output_layer, x)
+        return run(tape, self.target_scaling, z) if scaled else z
 
     def standardized(self, x: Any, training: bool | None = None) -> Any:
-        """Output before :class:`TargetScaling`: (n_molecules, 1) standardised target."""
-        for layer in self.hidden:
-            x = layer(x)
-            if self.dropout is not None:
-                x = self.dropout(x, training=training)
-        return self.output_layer(x)
+        """Output before :class:`TargetScaling`: (n_molecules, n_outputs) standardised target."""
+        return self.forward(x, training=training, scaled=False)
 
-    def call(self, x: Any, training: bool | None = None) -> Any:
-        return self.target_scaling(self.standardized(x, training=training))
+    def call(self, x: Any, training: bool | None = None, scaled: bool = True) -> Any:
+        return self.forward(x, training=training, scaled=scaled)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(hidden_units=self.hidden_units, dropout=self.dropout_rate)
+        if self.n_outputs != 1:
+            config.update(n_outputs=self.n_outputs)
         return config

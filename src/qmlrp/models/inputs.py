@@ -30,7 +30,7 @@ from qmlrp.features.layout import (
     N_PAIR_FEATURES,
     PAIR_FEATURES,
 )
-from qmlrp.models.layers import PACKAGE, FeatureScaling
+from qmlrp.models.layers import PACKAGE, FeatureScaling, Tape, run
 
 ATOM_FEATURES_KEY = "atom_features"
 PAIR_FEATURES_KEY = "pair_features"
@@ -228,8 +228,13 @@ class GraphInput(keras.layers.Layer):
     def build(self, inputs_shape: Any = None) -> None:
         """Nothing to build: the scales are created in ``__init__``."""
 
+    def forward(self, inputs: dict[str, Any], tape: Tape | None = None) -> tuple[Any, Any]:
+        """``(atoms (n_atoms, 21), pairs (n_pairs, 13))`` scaled; recorded on ``tape``."""
+        return (run(tape, self.atom_scaling, inputs[ATOM_FEATURES_KEY]),
+                run(tape, self.pair_scaling, inputs[PAIR_FEATURES_KEY]))
+
     def call(self, inputs: dict[str, Any]) -> tuple[Any, Any]:
-        return self.atom_scaling(inputs[ATOM_FEATURES_KEY]), self.pair_scaling(inputs[PAIR_FEATURES_KEY])
+        return self.forward(inputs)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -12,11 +12,19 @@ Every learned map in the model is one of:
 
 Non-learned affine maps (:class:`FeatureScaling`, :class:`TargetScaling`) hold their constants as
 non-trainable weights so that they travel inside the saved ``.keras`` file.
+
+Recording: every part of the model has one ``forward(..., tape=None)``; ``call`` runs it without
+a tape. With a :class:`Tape` the forward also records, per layer call, a :class:`Record` (the
+layer, its inputs, outputs and extras such as pre-activations ``z``), nested as the layers are.
+:func:`run` is how a part calls a sub-layer: Keras' ``__call__`` without a tape, the recorded
+``forward`` with one. LRP (:mod:`qmlrp.relevance.walk`) walks these records: the model's own
+layer graph, recovered from which tensors flowed into which layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -30,6 +38,78 @@ def build_once(layer: keras.layers.Layer, *shapes: Any) -> None:
     """``layer.build(*shapes)`` unless it is built already (e.g. restored from a saved config)."""
     if not layer.built:
         layer.build(*shapes)
+
+
+@dataclass
+class Record:
+    """One recorded layer call.
+
+    Attributes:
+        path: dotted layer path below the recorded root (``weave0.atom_to_pair``, ``head.output``).
+        layer: the layer (or weightless operation) object.
+        inputs: positional arguments of the call (tensors, lists of tensors, dicts, ints).
+        outputs: what the call returned.
+        kwargs: keyword arguments of the call (``training``, ``n_molecules``, ...).
+        extras: values the layer chose to record (pre-activations ``z``, ...).
+        children: records of the sub-layer calls, in execution order.
+    """
+
+    path: str
+    layer: Any
+    inputs: tuple[Any, ...]
+    outputs: Any
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    children: list[Record] = field(default_factory=list)
+
+    def walk(self) -> list[Record]:
+        """This record and all below it, depth first, in execution order."""
+        out = [self]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+
+class Tape:
+    """Collects :class:`Record` s during one forward pass (inference mode is the caller's job)."""
+
+    def __init__(self, path: str = "") -> None:
+        self.path = path
+        self.extras: dict[str, Any] = {}
+        self.children: list[Record] = []
+
+    def put(self, key: str, value: Any) -> None:
+        """Record an extra value (e.g. the pre-activation ``z``) of the layer being run."""
+        self.extras[key] = value
+
+    def call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``layer`` on ``args``: its ``forward(..., tape=child)`` if it has one (so its own
+        sub-layers are recorded too), else ``layer(*args, **kwargs)``; append its record."""
+        name = getattr(layer, "name", type(layer).__name__)
+        path = f"{self.path}.{name}" if self.path else name
+        taken = {r.path for r in self.children}
+        if path in taken:  # the same layer called twice: number the later calls
+            path = next(f"{path}#{k}" for k in range(2, 10**6) if f"{path}#{k}" not in taken)
+        child = Tape(path)
+        forward = getattr(layer, "forward", None)
+        outputs = forward(*args, tape=child, **kwargs) if forward is not None else layer(*args, **kwargs)
+        self.children.append(Record(path, layer, args, outputs, dict(kwargs), child.extras, child.children))
+        return outputs
+
+
+def record(root: Any, *args: Any, **kwargs: Any) -> Record:
+    """Run ``root.forward(*args, tape=...)`` and return its record (path ``""``; children's paths
+    start at the root's sub-layers, e.g. ``embedding``)."""
+    tape = Tape("")
+    outputs = root.forward(*args, tape=tape, **kwargs)
+    return Record("", root, args, outputs, dict(kwargs), tape.extras, tape.children)
+
+
+def run(tape: Tape | None, layer: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a sub-layer: ``layer(*args, **kwargs)`` without a tape, recorded with one."""
+    if tape is None:
+        return layer(*args, **kwargs)
+    return tape.call(layer, *args, **kwargs)
 
 
 def _as_list(inputs: Any) -> list[Any]:
@@ -103,8 +183,15 @@ class SplitDense(keras.layers.Layer):
             z = z + self.bias
         return z
 
+    def forward(self, inputs: Any, tape: Tape | None = None) -> Any:
+        """``activation(z)``; records ``z`` (the pre-activation, same shape as the output)."""
+        z = self.pre_activation(inputs)
+        if tape is not None:
+            tape.put("z", z)
+        return self.activation(z)
+
     def call(self, inputs: Any) -> Any:
-        return self.activation(self.pre_activation(inputs))
+        return self.forward(inputs)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         shapes = input_shape if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
@@ -177,9 +264,16 @@ class PairFromAtoms(keras.layers.Layer):
         v_i, v_j = ops.take(v, i, axis=0), ops.take(v, j, axis=0)
         return u_i + v_j + self.bias, u_j + v_i + self.bias
 
-    def call(self, atoms: Any, pair_atoms: Any) -> Any:
+    def forward(self, atoms: Any, pair_atoms: Any, tape: Tape | None = None) -> Any:
+        """(n_pairs, units) ``act(z_ij) + act(z_ji)``; records ``z_ij`` and ``z_ji``."""
         z_ij, z_ji = self.pre_activations(atoms, pair_atoms)
+        if tape is not None:
+            tape.put("z_ij", z_ij)
+            tape.put("z_ji", z_ji)
         return self.activation(z_ij) + self.activation(z_ji)
+
+    def call(self, atoms: Any, pair_atoms: Any) -> Any:
+        return self.forward(atoms, pair_atoms)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -232,36 +326,50 @@ class TargetScaling(keras.layers.Layer):
 
     The network learns the standardised target ``z``; this layer returns the target's own units
     (alpha in bohr^3, ZPVE in eV). For LRP it is an affine map after the last dense layer.
+
+    Args:
+        n_outputs: width of ``z`` and ``y`` (one mean and sd per output; 1 for a scalar target).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, n_outputs: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.mean = self.add_weight(name="mean", shape=(1,), initializer="zeros", trainable=False)
-        self.std = self.add_weight(name="std", shape=(1,), initializer="ones", trainable=False)
+        self.n_outputs = int(n_outputs)
+        self.mean = self.add_weight(name="mean", shape=(self.n_outputs,), initializer="zeros", trainable=False)
+        self.std = self.add_weight(name="std", shape=(self.n_outputs,), initializer="ones", trainable=False)
 
     def call(self, z: Any) -> Any:
         return z * self.std + self.mean
 
-    def set_statistics(self, mean: float, std: float) -> None:
-        if not np.isfinite(std) or std <= 0.0:
+    def set_statistics(self, mean: float | Sequence[float], std: float | Sequence[float]) -> None:
+        """Set the target mean and sd (scalars, or one per output), in the target's units."""
+        mean_a = np.broadcast_to(np.asarray(mean, np.float64), (self.n_outputs,))
+        std_a = np.broadcast_to(np.asarray(std, np.float64), (self.n_outputs,))
+        if not (np.all(np.isfinite(std_a)) and np.all(std_a > 0.0)):
             raise ValueError(f"{self.name}: target standard deviation must be positive, got {std}")
-        self.mean.assign(np.array([mean], dtype=np.float32))
-        self.std.assign(np.array([std], dtype=np.float32))
+        self.mean.assign(mean_a.astype(self.mean.dtype))
+        self.std.assign(std_a.astype(self.std.dtype))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(n_outputs=self.n_outputs)
+        return config
 
 
 def fold_batch_norm(
-    kernel: np.ndarray, bias: np.ndarray, bn: keras.layers.BatchNormalization
+    kernel: np.ndarray, bias: np.ndarray, bn: keras.layers.BatchNormalization, dtype: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fold an inference-mode BatchNorm that follows ``z = x @ kernel + bias``.
 
     Returns ``(kernel', bias')`` with ``BN(x @ kernel + bias) == x @ kernel' + bias'``.
-    Shapes: kernel (d, u), bias (u,).
+    Shapes: kernel (d, u), bias (u,). The fold is computed in float64 and returned in ``dtype``
+    (default: the kernel's own dtype, so a float64 model keeps a float64 fold).
     """
-    gamma = np.asarray(bn.gamma) if bn.scale else np.ones(kernel.shape[1], np.float32)
-    beta = np.asarray(bn.beta) if bn.center else np.zeros(kernel.shape[1], np.float32)
-    mean = np.asarray(bn.moving_mean)
-    var = np.asarray(bn.moving_variance)
-    factor = gamma / np.sqrt(var + bn.epsilon)
-    return (np.asarray(kernel) * factor[None, :]).astype(np.float32), (
-        (np.asarray(bias) - mean) * factor + beta
-    ).astype(np.float32)
+    def f64(v: Any) -> np.ndarray:
+        return np.asarray(keras.ops.convert_to_numpy(v), np.float64)
+
+    out_dtype = np.dtype(dtype or np.asarray(keras.ops.convert_to_numpy(kernel)).dtype)
+    units = int(kernel.shape[1])
+    gamma = f64(bn.gamma) if bn.scale else np.ones(units)
+    beta = f64(bn.beta) if bn.center else np.zeros(units)
+    factor = gamma / np.sqrt(f64(bn.moving_variance) + bn.epsilon)
+    return (f64(kernel) * factor[None, :]).astype(out_dtype), ((f64(bias) - f64(bn.moving_mean)) * factor + beta).astype(out_dtype)

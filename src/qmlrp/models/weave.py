@@ -22,7 +22,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from qmlrp.models.layers import PACKAGE, build_once, PairFromAtoms, SplitDense
+from qmlrp.models.layers import PACKAGE, PairFromAtoms, SplitDense, Tape, build_once, run
 
 
 def pair_to_atom_sum(pairwise: Any, pair_atoms: Any, n_atoms: Any) -> Any:
@@ -30,6 +30,21 @@ def pair_to_atom_sum(pairwise: Any, pair_atoms: Any, n_atoms: Any) -> Any:
     to_first = ops.segment_sum(pairwise, pair_atoms[:, 0], num_segments=n_atoms)
     to_second = ops.segment_sum(pairwise, pair_atoms[:, 1], num_segments=n_atoms)
     return to_first + to_second
+
+
+class PairToAtomSum:
+    """The weightless P->A sum as a recordable operation (not a Keras layer: nothing to save).
+
+    ``(pairwise (n_pairs, u), pair_atoms (n_pairs, 2), n_atoms) -> (n_atoms, u)``.
+    """
+
+    name = "pair_to_atom_sum"
+
+    def __call__(self, pairwise: Any, pair_atoms: Any, n_atoms: Any) -> Any:
+        return pair_to_atom_sum(pairwise, pair_atoms, n_atoms)
+
+
+PAIR_TO_ATOM_SUM = PairToAtomSum()
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -80,44 +95,23 @@ class WeaveModule(keras.layers.Layer):
             build_once(self.pair_to_pair, (None, d_p))
             build_once(self.pair_update, [(None, self.pair_hidden), (None, self.pair_hidden)])
 
-    def trace(self, atoms: Any, pairs: Any, pair_atoms: Any) -> dict[str, Any]:
-        """Forward pass returning every intermediate, keyed ``<layer>.z`` (pre-activation) and
-        ``<layer>`` (activation); ``atoms_out``/``pairs_out`` are the module outputs."""
-        act = self.atom_to_atom.activation
+    def forward(self, atoms: Any, pairs: Any, pair_atoms: Any, tape: Tape | None = None) -> tuple[Any, Any]:
+        """(A' (n_atoms, atom_units), P' (n_pairs, pair_units) or None); every layer and the
+        P->A sum are recorded on ``tape`` (see :func:`qmlrp.models.layers.run`)."""
         n_atoms = ops.shape(atoms)[0]
-        t: dict[str, Any] = {"atoms_in": atoms, "pairs_in": pairs}
-        t["atom_to_atom.z"] = self.atom_to_atom.pre_activation(atoms)
-        t["atom_to_atom"] = act(t["atom_to_atom.z"])
-        t["pair_to_atom.z"] = self.pair_to_atom.pre_activation(pairs)  # per pair
-        t["pair_to_atom.pairwise"] = act(t["pair_to_atom.z"])
-        t["pair_to_atom"] = pair_to_atom_sum(t["pair_to_atom.pairwise"], pair_atoms, n_atoms)
-        t["atom_update.z"] = self.atom_update.pre_activation([t["atom_to_atom"], t["pair_to_atom"]])
-        t["atom_update"] = act(t["atom_update.z"])
-        t["atoms_out"] = t["atom_update"]
-        if self.update_pairs:
-            z_ij, z_ji = self.atom_to_pair.pre_activations(atoms, pair_atoms)
-            t["atom_to_pair.z_ij"], t["atom_to_pair.z_ji"] = z_ij, z_ji
-            t["atom_to_pair"] = act(z_ij) + act(z_ji)
-            t["pair_to_pair.z"] = self.pair_to_pair.pre_activation(pairs)
-            t["pair_to_pair"] = act(t["pair_to_pair.z"])
-            t["pair_update.z"] = self.pair_update.pre_activation([t["atom_to_pair"], t["pair_to_pair"]])
-            t["pair_update"] = act(t["pair_update.z"])
-            t["pairs_out"] = t["pair_update"]
-        else:
-            t["pairs_out"] = None
-        return t
-
-    def call(self, atoms: Any, pairs: Any, pair_atoms: Any) -> tuple[Any, Any]:
-        n_atoms = ops.shape(atoms)[0]
-        atom_to_atom = self.atom_to_atom(atoms)
-        pair_to_atom = pair_to_atom_sum(self.pair_to_atom(pairs), pair_atoms, n_atoms)
-        new_atoms = self.atom_update([atom_to_atom, pair_to_atom])
+        atom_to_atom = run(tape, self.atom_to_atom, atoms)
+        pairwise = run(tape, self.pair_to_atom, pairs)
+        pair_to_atom = run(tape, PAIR_TO_ATOM_SUM, pairwise, pair_atoms, n_atoms)
+        new_atoms = run(tape, self.atom_update, [atom_to_atom, pair_to_atom])
         if not self.update_pairs:
             return new_atoms, None
-        atom_to_pair = self.atom_to_pair(atoms, pair_atoms)
-        pair_to_pair = self.pair_to_pair(pairs)
-        new_pairs = self.pair_update([atom_to_pair, pair_to_pair])
+        atom_to_pair = run(tape, self.atom_to_pair, atoms, pair_atoms)
+        pair_to_pair = run(tape, self.pair_to_pair, pairs)
+        new_pairs = run(tape, self.pair_update, [atom_to_pair, pair_to_pair])
         return new_atoms, new_pairs
+
+    def call(self, atoms: Any, pairs: Any, pair_atoms: Any) -> tuple[Any, Any]:
+        return self.forward(atoms, pairs, pair_atoms)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

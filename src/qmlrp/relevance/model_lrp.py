@@ -1,29 +1,26 @@
-"""LRP through a trained :class:`qmlrp.models.gc.GraphConvModel`, vectorised over ragged batches.
+"""LRP through a trained model, vectorised over ragged batches: the public entry point.
 
-The inference-mode ``model.trace`` and the backward walk (:mod:`qmlrp.relevance.propagate`)
-run in one compiled function (``tf.function`` with ragged input signature, one per rule set),
-so relevance costs about as much as a few forward passes. The walk, in reverse order::
+:class:`ModelLRP` records the model's own forward pass (``model.record``) and walks it backwards
+with the relevance functions registered per layer type (:mod:`qmlrp.relevance.walk`,
+:mod:`qmlrp.relevance.layer_rules`); nothing here names a layer. Forward and walk run in one
+compiled function (``tf.function`` with a ragged input signature, one per rule set and output),
+so relevance costs about as much as a few forward passes.
 
-    y = z*std + mean        LRP-0 always (a fixed unit conversion with one input: R(z) = z*std;
-                            the target mean is absorbed and reported separately)
-    head.output, head.denseK    rule of that layer; ReLU passes relevance unchanged
-    readout (sum over atoms)    shares m_i / sum_i m_i
-    Gaussian memberships        fixed gates: all bins' relevance back to h_if
-    embedding (linear+BN)       rule on the folded affine map
-    weave modules (reversed)    atom_update / pair_update (concatenated parts), P->A sums,
-                                A->P split between the two atoms, A->A, P->P
-    input scaling               x * s with s > 0 and no bias: relevance passes unchanged (the
-                                same as folding s into the first kernels, for every rule)
-
-The start relevance is the model output ``y`` in target units. Per molecule:
-``sum(atom relevance) + sum(pair relevance) + absorbed == y``, where ``absorbed`` = target mean
+What is explained: a linear functional ``f = sum_k c_k y_k`` of the model's outputs (target
+units); ``output=k`` is the unit vector of output k, and a scalar model's output is the default.
+The start relevance is ``c_k y_k`` per output. Per molecule:
+``sum(atom relevance) + sum(pair relevance) + absorbed == f``, where ``absorbed`` = target means
 + network biases + stabilisers (and 0/0 conventions), computed on the forward side.
+
+Precision: ``dtype="float64"`` runs a float64 copy of the model (weights, BatchNorm statistics and
+fold, histogram, every pre-activation), so float64 is float64 end to end; float32 uses the model
+as it is. The default composites (:func:`qmlrp.relevance.rules.stable`) keep float32 close to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -31,21 +28,23 @@ import numpy as np
 from keras import ops
 
 from qmlrp.features.batch import GraphBatch
-from qmlrp.models.inputs import INPUT_DTYPES, INPUT_SHAPES, batch_to_inputs
-from qmlrp.relevance.propagate import (
-    PairIndex,
-    atoms_to_molecules,
-    gaussian_gates,
-    linear,
-    pair_from_atoms,
-    pairs_to_atoms,
-    per_molecule,
-    split_sum,
+from qmlrp.models.inputs import (
+    ATOM_FEATURES_KEY,
+    ATOM_MOLECULE_KEY,
+    INPUT_DTYPES,
+    INPUT_SHAPES,
+    MOLECULE_ATOMS_KEY,
+    PAIR_ATOMS_KEY,
+    PAIR_FEATURES_KEY,
+    batch_to_inputs,
 )
-from qmlrp.relevance.rules import Composite, Lrp0, Rule, as_composite
+from qmlrp.relevance import layer_rules  # noqa: F401  (registers the relevance functions)
+from qmlrp.relevance.rules import Composite, Rule, as_composite
+from qmlrp.relevance.walk import Context, TensorInfo, annotate, backward
 
-TARGET_SCALING_RULE = Lrp0()
-FIELDS = ("atoms", "pairs", "output", "absorbed", "absorbed_mean", "absorbed_bias", "embedding")
+OutputSelection = int | Sequence[float] | np.ndarray | None
+"""Which output to explain: a unit index, coefficients ``c`` (n_outputs,) of ``sum_k c_k y_k``,
+or None (the only output of a scalar model)."""
 
 
 def _bincount(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -71,13 +70,15 @@ class Explanation:
         rule: rule or composite name.
         atoms: (n_atoms, 21) relevance of every atom feature.
         pairs: (n_pairs, 13) relevance of every pair feature (unordered pairs i < j).
-        output: (n_molecules,) model output (target units) = relevance at the top.
+        output: (n_molecules,) the explained output ``f = sum_k c_k y_k`` (target units) =
+            relevance at the top.
         absorbed: (n_molecules,) relevance that reached no input (all of the below).
         absorbed_mean: (n_molecules,) the target mean's share (LRP-0 on ``z*std + mean``).
         absorbed_bias: (n_molecules,) network biases' share (folded BatchNorm shift included).
         atom_molecule, pair_molecule, pair_atoms, ids: the batch's bookkeeping.
         embedding: (n_atoms, F) relevance of the normalised atom embedding ``h`` (what enters the
             Gaussian histogram), or None.
+        target: which output was explained (a unit index or the coefficients), for labels.
     """
 
     rule: str
@@ -92,6 +93,7 @@ class Explanation:
     pair_atoms: np.ndarray
     ids: np.ndarray
     embedding: np.ndarray | None = None
+    target: Any = None
 
     @property
     def n_molecules(self) -> int:
@@ -103,8 +105,26 @@ class Explanation:
             self.pair_molecule, self.pairs.sum(1), self.n_molecules)
 
     def conservation_error(self) -> np.ndarray:
-        """(n_molecules,) ``|inputs + absorbed - output|``."""
+        """(n_molecules,) ``|inputs + absorbed - output|`` (target units)."""
         return np.abs(self.input_total() + self.absorbed - self.output)
+
+    def relative_conservation_error(self) -> np.ndarray:
+        """(n_molecules,) conservation error over ``max(|output|, |inputs| + |absorbed|)`` (0 for 0/0)."""
+        scale = np.maximum(np.abs(self.output), np.abs(self.input_total()) + np.abs(self.absorbed))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(scale > 0, self.conservation_error() / scale, 0.0)
+
+    def empty(self) -> np.ndarray:
+        """(n_molecules,) True where no input got any relevance although the output is not 0
+        (e.g. LRP-ab(1, 0) or z+ when no contribution at the output unit is positive)."""
+        nonzero = _bincount(self.atom_molecule, np.abs(self.atoms).sum(1), self.n_molecules) + _bincount(
+            self.pair_molecule, np.abs(self.pairs).sum(1), self.n_molecules)
+        return (nonzero == 0) & (self.output != 0)
+
+    def input_share(self) -> np.ndarray:
+        """(n_molecules,) share of the explained output that reached the inputs, ``inputs / f``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.output != 0, self.input_total() / self.output, np.nan)
 
     def network_input(self) -> np.ndarray:
         """(n_molecules,) relevance entering the network (``y - absorbed_mean``, i.e. ``z * std``)."""
@@ -149,51 +169,114 @@ class Explanation:
             pair_atoms=cat([p.pair_atoms + o for p, o in zip(parts, atom_off)]),
             ids=cat([p.ids for p in parts]),
             embedding=None if any(p.embedding is None for p in parts) else cat([p.embedding for p in parts]),
+            target=parts[0].target,
         )
 
 
-class ModelLRP:
-    """LRP for one :class:`GraphConvModel`.
+def output_coefficients(selection: OutputSelection, n_outputs: int) -> np.ndarray:
+    """(n_outputs,) float64 coefficients ``c`` of the explained functional ``sum_k c_k y_k``."""
+    if selection is None:
+        if n_outputs != 1:
+            raise ValueError(f"the model has {n_outputs} outputs: choose one (output=k) or a functional "
+                             "(output=[c_0, ..., c_n-1])")
+        return np.ones(1)
+    if isinstance(selection, (int, np.integer)):
+        if not 0 <= int(selection) < n_outputs:
+            raise ValueError(f"output {selection} out of range: the model has {n_outputs} outputs")
+        c = np.zeros(n_outputs)
+        c[int(selection)] = 1.0
+        return c
+    c = np.asarray(selection, np.float64).reshape(-1)
+    if c.size != n_outputs:
+        raise ValueError(f"{c.size} coefficients for {n_outputs} outputs")
+    return c
 
-    The folded embedding weights are read when the object is made: rebuild it after further
-    training. One compiled function per distinct rule set is cached.
+
+def _policy64(config: Any) -> Any:
+    """A layer config with every dtype policy set to float64."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config["config"], "name": "float64"}}
+        return {k: _policy64(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_policy64(v) for v in config]
+    return config
+
+
+def as_float64(model: keras.Model) -> keras.Model:
+    """A float64 copy of ``model`` (same config and weights, every layer's dtype policy float64)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        copy = type(model).from_config(_policy64(model.get_config()))
+        copy.build()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    if len(copy.weights) != len(model.weights):
+        raise ValueError("float64 copy: the weights do not match the model's")
+    for target, source in zip(copy.weights, model.weights):
+        if target.name != source.name or tuple(target.shape) != tuple(source.shape):
+            raise ValueError(f"float64 copy: weight {target.path} does not match {source.path}")
+        target.assign(np.asarray(keras.ops.convert_to_numpy(source), np.float64))
+    return copy
+
+
+@dataclass(frozen=True)
+class _Key:
+    rules: tuple[tuple[str, Composite], ...]
+    coefficients: tuple[float, ...]
+    keep: tuple[str, ...] = field(default_factory=tuple)
+
+
+class ModelLRP:
+    """LRP for one model whose ``record(inputs)`` returns a :class:`~qmlrp.models.layers.Record`
+    tree (e.g. :class:`~qmlrp.models.gc.GraphConvModel`) and whose outputs are (n_molecules, n_outputs).
 
     Args:
         model: the trained model (inference mode is used throughout).
-        dtype: float type of the backward pass (``float32`` is fast; ``float64`` for tight checks).
-        recompute: recompute every pre-activation and sum in ``dtype`` from the layer inputs
-            instead of taking the trace's float32 values -- with float64 the conservation check
-            is then exact to rounding (tests); off by default (costs matmuls).
+        dtype: ``float32`` (the model as it is; fast) or ``float64`` (a float64 copy of the model,
+            end to end; made once here -- rebuild this object after further training).
         compile: run as a ``tf.function`` (TensorFlow backend); False runs eagerly.
     """
 
-    def __init__(self, model: keras.Model, dtype: str = "float32", recompute: bool = False,
-                 compile: bool = True) -> None:
-        self.model = model
+    def __init__(self, model: keras.Model, dtype: str = "float32", compile: bool = True) -> None:
         self.dtype = keras.backend.standardize_dtype(np.dtype(dtype).name)
-        self.recompute = bool(recompute)
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        self.model = as_float64(model) if self.dtype == "float64" else model
         self.compile = compile and keras.backend.backend() == "tensorflow"
-        self.modules = list(model.weave_modules)
-        self.n_hidden = len(model.head.hidden)
-        kernel, bias = model.atom_embedding.folded()
-        self.embedding = (np.asarray(kernel, self.dtype), np.asarray(bias, self.dtype))
-        self._functions: dict[tuple[tuple[str, Composite], ...], Callable[[dict[str, Any]], Any]] = {}
+        self.n_outputs = int(getattr(getattr(model, "head", None), "n_outputs", 1))
+        self._functions: dict[_Key, Callable[[dict[str, Any]], Any]] = {}
 
     # -- public -------------------------------------------------------------------------------
     def explain_inputs(self, inputs: Mapping[str, np.ndarray], rules: Mapping[str, Rule | Composite],
-                       ids: np.ndarray | None = None) -> dict[str, Explanation]:
-        """One forward trace and one backward walk per rule: ``{name: Explanation}``."""
+                       ids: np.ndarray | None = None, output: OutputSelection = None,
+                       keep: Sequence[str] = ("embedding",)) -> dict[str, Explanation]:
+        """One recorded forward pass and one backward walk per rule: ``{name: Explanation}``.
+
+        Args:
+            inputs: the model's input dict (:func:`~qmlrp.models.inputs.batch_to_inputs`).
+            rules: rule or composite per name.
+            ids: molecule ids for the explanations (default 0..n-1).
+            output: which output (see :data:`OutputSelection`).
+            keep: record paths whose output relevance is returned too (``embedding`` fills
+                :attr:`Explanation.embedding`).
+        """
         comps = {name: as_composite(rule) for name, rule in rules.items()}
-        fn = self._function(comps)
+        coef = output_coefficients(output, self.n_outputs)
+        fn = self._function(_Key(tuple(comps.items()), tuple(float(c) for c in coef), tuple(keep)))
         feed = {k: np.asarray(inputs[k], INPUT_DTYPES[k]) for k in INPUT_SHAPES}
+        if self.dtype == "float64":
+            feed = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feed.items()}
         out = fn(feed)
-        atom_molecule = np.asarray(inputs["atom_molecule"], np.int64)
-        pair_atoms = np.asarray(inputs["pair_atoms"], np.int64)
+        atom_molecule = np.asarray(inputs[ATOM_MOLECULE_KEY], np.int64)
+        pair_atoms = np.asarray(inputs[PAIR_ATOMS_KEY], np.int64)
         pair_molecule = atom_molecule[pair_atoms[:, 0]] if pair_atoms.size else np.zeros(0, np.int64)
-        n_mol = int(np.asarray(inputs["molecule_atoms"]).shape[0])
+        n_mol = int(np.asarray(inputs[MOLECULE_ATOMS_KEY]).shape[0])
+        target = output if output is not None else 0
         result = {}
         for name in comps:
-            values = {f: np.asarray(keras.ops.convert_to_numpy(out[name][f])) for f in FIELDS}
+            values = {f: np.asarray(keras.ops.convert_to_numpy(v)) for f, v in out[name].items()}
             result[name] = Explanation(
                 rule=name, atoms=values["atoms"], pairs=values["pairs"],
                 output=values["output"].astype(np.float64),
@@ -202,144 +285,60 @@ class ModelLRP:
                 absorbed_bias=values["absorbed_bias"].astype(np.float64),
                 atom_molecule=atom_molecule, pair_molecule=pair_molecule, pair_atoms=pair_atoms,
                 ids=np.arange(n_mol) if ids is None else np.asarray(ids),
-                embedding=values["embedding"])
+                embedding=values.get("embedding"), target=target)
         return result
 
-    def explain(self, batch: GraphBatch, rule: Rule | Composite, name: str | None = None) -> Explanation:
+    def explain(self, batch: GraphBatch, rule: Rule | Composite, name: str | None = None,
+                output: OutputSelection = None) -> Explanation:
         """Relevance of every atom/pair feature of ``batch`` for one rule."""
         comp = as_composite(rule)
         label = name or comp.label
-        return self.explain_inputs(batch_to_inputs(batch), {label: comp}, batch.ids)[label]
+        return self.explain_inputs(batch_to_inputs(batch), {label: comp}, batch.ids, output=output)[label]
 
     # -- compiled function --------------------------------------------------------------------
-    def _function(self, comps: dict[str, Composite]) -> Callable[[dict[str, Any]], Any]:
-        key = tuple(comps.items())
+    def _function(self, key: _Key) -> Callable[[dict[str, Any]], Any]:
         if key not in self._functions:
+            coef = np.asarray(key.coefficients)
+
             def run(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-                t = self.model.trace(inputs)
-                if self.dtype != "float32":
-                    t = {k: ops.cast(v, self.dtype) for k, v in t.items()}
-                return {name: self._walk(t, inputs, c) for name, c in comps.items()}
+                rec = self.model.record(inputs)
+                return {name: self._walk(rec, inputs, comp, coef, key.keep) for name, comp in key.rules}
 
             if self.compile:
                 import tensorflow as tf
 
-                signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), INPUT_DTYPES[k]) for k in INPUT_SHAPES}]
+                dtypes = {k: ("float64" if self.dtype == "float64" and v == "float32" else v)
+                          for k, v in INPUT_DTYPES.items()}
+                signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), dtypes[k]) for k in INPUT_SHAPES}]
                 self._functions[key] = tf.function(run, input_signature=signature, autograph=False)
             else:
                 self._functions[key] = run
         return self._functions[key]
 
-    def _z(self, t: dict[str, Any], key: str) -> Any:
-        """The trace's pre-activation ``key``, or None (recompute it) in ``recompute`` mode."""
-        return None if self.recompute else t[key]
-
-    def _w(self, v: Any) -> Any:
-        return ops.cast(v, self.dtype)
-
-    def _walk(self, t: dict[str, Any], inputs: dict[str, Any], rules: Composite) -> dict[str, Any]:
-        """The backward walk over a trace ``t`` (see the module docstring)."""
+    def _walk(self, rec: Any, inputs: dict[str, Any], rules: Composite, coef: np.ndarray,
+              keep: tuple[str, ...]) -> dict[str, Any]:
+        """Annotate the record, start at ``c_k y_k`` and walk back to the input features."""
         dt = self.dtype
-        atom_molecule = inputs["atom_molecule"]
-        pair_atoms = inputs["pair_atoms"]
-        n_mol = ops.shape(inputs["molecule_atoms"])[0]
-        n_atoms = ops.shape(atom_molecule)[0]
-        pair_molecule = ops.take(atom_molecule, pair_atoms[:, 0], axis=0)
-        index = PairIndex(pair_atoms, n_atoms)
-        acc: dict[str, Any] = {"absorbed": ops.zeros((n_mol,), dt), "bias": ops.zeros((n_mol,), dt)}
-
-        def book(absorbed: Any, bias: Any, owner: Any) -> None:
-            if owner is not None:
-                absorbed = per_molecule(absorbed, owner, n_mol)
-                bias = None if bias is None else per_molecule(bias, owner, n_mol)
-            acc["absorbed"] = acc["absorbed"] + absorbed
-            if bias is not None:
-                acc["bias"] = acc["bias"] + bias
-
-        head = self.model.head
-        y = t["output"]
-        # target scaling y = z * std + mean (LRP-0; the mean is absorbed)
-        scaling = head.target_scaling
-        res = linear(TARGET_SCALING_RULE, [t["head.output.z"]], [ops.reshape(self._w(scaling.std), (1, 1))],
-                     self._w(scaling.mean), y, z=self._z(t, "output"), nonneg=[False])
-        absorbed_mean = res.absorbed
-        book(res.absorbed, None, None)
-        r = res.inputs[0]
-        # head: output layer, then hidden ReLU layers in reverse
-        names = [layer.name for layer in head.hidden]
-        chain = [("head.output", head.output_layer)] + [(f"head.{n}", l) for n, l in zip(names, head.hidden)][::-1]
-        for pos, (key, layer) in enumerate(chain):
-            below = chain[pos + 1][0] if pos + 1 < len(chain) else "readout"
-            res = linear(rules.rule_for(key), [t[below]], [self._w(k) for k in layer.kernels],
-                         None if layer.bias is None else self._w(layer.bias), r,
-                         z=self._z(t, f"{key}.z"), nonneg=[True])
-            book(res.absorbed, res.bias, None)
-            r = res.inputs[0]
-        # readout: sum of memberships over atoms, then the Gaussian gates
-        memberships = t["readout.memberships"]
-        shape = ops.shape(memberships)
-        flat = ops.reshape(memberships, (n_atoms, shape[1] * shape[2]))
-        totals = per_molecule(flat, atom_molecule, n_mol) if self.recompute else t["readout"]
-        r_m, lost = atoms_to_molecules(flat, totals, r, atom_molecule)
-        book(lost, None, None)
-        r_h = gaussian_gates(ops.reshape(r_m, (n_atoms, shape[1], shape[2])))
-        # embedding (BatchNorm folded into the linear map)
-        last = f"weave{len(self.modules) - 1}.atoms_out"
-        kernel, bias = self.embedding
-        res = linear(rules.rule_for("embedding"), [t[last]], [kernel], bias, r_h,
-                     z=self._z(t, "embedding"), nonneg=[True])
-        book(res.absorbed, res.bias, atom_molecule)
-        r_atoms, r_pairs = res.inputs[0], None
-        for k in range(len(self.modules) - 1, -1, -1):
-            r_atoms, r_pairs = self._weave(k, t, r_atoms, r_pairs, rules, index, book, atom_molecule, pair_molecule)
-        return {"atoms": r_atoms, "pairs": r_pairs, "output": y[:, 0], "absorbed": acc["absorbed"],
-                "absorbed_mean": absorbed_mean, "absorbed_bias": acc["bias"], "embedding": r_h}
-
-    def _weave(self, k: int, t: dict[str, Any], r_atoms_out: Any, r_pairs_out: Any, rules: Composite,
-               index: PairIndex, book: Callable[..., None], atom_molecule: Any, pair_molecule: Any) -> tuple[Any, Any]:
-        """Relevance of module k's inputs: atoms (n_atoms, d_a), pairs (n_pairs, d_p)."""
-        p = f"weave{k}."
-        module = self.modules[k]
-        a_in, p_in = t[p + "atoms_in"], t[p + "pairs_in"]
-        raw = k == 0  # the first module sees the (signed) input features; later ones ReLU outputs
-
-        def dense(name: str, xs: list[Any], r: Any, nonneg: list[bool], owner: Any) -> list[Any]:
-            layer = getattr(module, name)
-            res = linear(rules.rule_for(p + name), xs, [self._w(w) for w in layer.kernels],
-                         None if layer.bias is None else self._w(layer.bias), r,
-                         z=self._z(t, f"{p}{name}.z"), nonneg=nonneg)
-            book(res.absorbed, res.bias, owner)
-            return res.inputs
-
-        # A' = relu([AA, PA] W_a + b_a)
-        r_aa, r_pa = dense("atom_update", [t[p + "atom_to_atom"], t[p + "pair_to_atom"]], r_atoms_out,
-                           [True, True], atom_molecule)
-        # AA = relu(A W_aa + b)
-        r_a = dense("atom_to_atom", [a_in], r_aa, [not raw], atom_molecule)[0]
-        # PA_i = sum over the pairs of atom i of relu(P W_pa + b)
-        pairwise = t[p + "pair_to_atom.pairwise"]
-        totals = index.to_atoms(pairwise, pairwise) if self.recompute else t[p + "pair_to_atom"]
-        r_pw, lost = pairs_to_atoms(pairwise, totals, r_pa, index)
-        book(lost, None, atom_molecule)
-        r_p = dense("pair_to_atom", [p_in], r_pw, [not raw], pair_molecule)[0]
-        if r_pairs_out is not None:
-            # P' = relu([AP, PP] W_p + b_p)
-            r_ap, r_pp = dense("pair_update", [t[p + "atom_to_pair"], t[p + "pair_to_pair"]], r_pairs_out,
-                               [True, True], pair_molecule)
-            # PP = relu(P W_pp + b)
-            r_p = r_p + dense("pair_to_pair", [p_in], r_pp, [not raw], pair_molecule)[0]
-            # AP = relu(z_ij) + relu(z_ji), each a dense layer on the two atoms
-            z_ij, z_ji = t[p + "atom_to_pair.z_ij"], t[p + "atom_to_pair.z_ji"]
-            (r_ij, r_ji), lost = split_sum([ops.relu(z_ij), ops.relu(z_ji)], r_ap)
-            book(lost, None, pair_molecule)
-            layer = module.atom_to_pair
-            zs = (None, None) if self.recompute else (z_ij, z_ji)
-            res = pair_from_atoms(rules.rule_for(p + "atom_to_pair"), a_in, index, self._w(layer.kernel_first),
-                                  self._w(layer.kernel_second), self._w(layer.bias), r_ij, r_ji, *zs,
-                                  nonneg=not raw)
-            book(res.absorbed, res.bias, pair_molecule)
-            r_a = r_a + res.inputs[0]
-        return r_a, r_p
+        atom_molecule = inputs[ATOM_MOLECULE_KEY]
+        pair_molecule = ops.take(atom_molecule, inputs[PAIR_ATOMS_KEY][:, 0], axis=0)
+        ctx = Context(rules, dt, {"atoms": atom_molecule, "pairs": pair_molecule},
+                      ops.shape(inputs[MOLECULE_ATOMS_KEY])[0], keep=keep)
+        ctx.info[id(inputs[ATOM_FEATURES_KEY])] = TensorInfo("atoms", False)
+        ctx.info[id(inputs[PAIR_FEATURES_KEY])] = TensorInfo("pairs", False)
+        annotate(rec, ctx.info)
+        y = ops.cast(rec.outputs, dt)
+        r_y = y * ops.cast(coef, dt)[None, :]
+        r_in = dict(zip(sorted(inputs), backward(rec, [r_y], ctx)))  # leaves() orders dict keys
+        atoms, pairs = r_in.get(ATOM_FEATURES_KEY), r_in.get(PAIR_FEATURES_KEY)
+        out = {
+            "atoms": ops.zeros_like(ops.cast(inputs[ATOM_FEATURES_KEY], dt)) if atoms is None else atoms,
+            "pairs": ops.zeros_like(ops.cast(inputs[PAIR_FEATURES_KEY], dt)) if pairs is None else pairs,
+            "output": ops.sum(r_y, axis=-1), "absorbed": ctx.absorbed, "absorbed_mean": ctx.mean,
+            "absorbed_bias": ctx.bias,
+        }
+        if "embedding" in ctx.kept:
+            out["embedding"] = ctx.kept["embedding"]
+        return out
 
 
 def explain_batches(lrp: ModelLRP, batches: Any, rules: Mapping[str, Rule | Composite]) -> dict[str, Explanation]:

@@ -2,10 +2,10 @@
 a ragged batch (all atoms / all pairs / all molecules of the batch at once).
 
 Written with ``keras.ops`` so that the whole backward walk compiles into one graph with the
-forward trace (:class:`qmlrp.relevance.model_lrp.ModelLRP`); the functions also run eagerly on
-numpy arrays (tests, oracle).
+recorded forward pass (:mod:`qmlrp.relevance.walk`, :mod:`qmlrp.relevance.layer_rules`); the
+functions also run eagerly on numpy arrays (tests, oracle).
 
-Every function takes the forward quantities it needs (from ``GraphConvModel.trace``) and the
+Every function takes the forward quantities it needs (from ``GraphConvModel.record``) and the
 relevance of its outputs, and returns the relevance of its inputs plus what was *absorbed* per
 output row (atom, pair or molecule): ``absorbed = sum(R_out) - sum_g c_g sum(z_g s_g)``,
 computed on the forward side (from the pre-activations), not by subtracting the backward
@@ -18,7 +18,8 @@ Operations and their treatment:
   ``z = sum_k x_k W_k + b``; a dense layer on a concatenation is one linear map whose input
   parts are returned separately, so concatenations need no rule of their own.
 * normalisation: an inference-mode BatchNorm right after a linear map is folded into it
-  (``AtomEmbedding.folded()``), so the rule sees one affine map.
+  (in the layer's own dtype: float64 for a float64 copy of the model), so the rule sees one
+  affine map.
 * activations (ReLU): relevance passes unchanged from activation to pre-activation.
 * P->A (:func:`pairs_to_atoms`): ``PA_i = sum_{p ni i} pw_p`` -- each pair gets the share
   ``pw_p / PA_i`` of atom ``i``'s relevance, from both of its atoms.
@@ -36,7 +37,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -50,15 +50,19 @@ class Propagated:
     """Relevance of the inputs of one operation.
 
     Attributes:
-        inputs: relevance of each input part, shaped like the inputs.
+        inputs: relevance of each input part, shaped like the inputs (None: not a signal, e.g.
+            an index array).
         absorbed: (n_rows,) relevance of each output row that reached no input (biases,
-            stabilisers, 0/0 conventions).
-        bias: (n_rows,) the part of ``absorbed`` taken by the biases alone.
+            stabilisers, 0/0 conventions), or None for none.
+        bias: (n_rows,) the part of ``absorbed`` taken by the biases alone, or None.
+        tag: what ``bias`` is: ``"bias"`` (network biases, folded BatchNorm shift) or ``"mean"``
+            (the target mean of :class:`~qmlrp.models.layers.TargetScaling`).
     """
 
-    inputs: list[Array]
-    absorbed: Array
-    bias: Array
+    inputs: list[Array | None]
+    absorbed: Array | None
+    bias: Array | None
+    tag: str = "bias"
 
 
 def is_nonnegative(x: Array) -> bool:
@@ -74,10 +78,6 @@ def _effective(select: str, nonneg: bool) -> str | None:
     if select == "x-":
         return None
     return "x"
-
-
-def _eps(x: Array) -> float:
-    return float(np.finfo(keras.backend.standardize_dtype(x.dtype)).eps)
 
 
 def _rowsum(x: Array) -> Array:
@@ -103,7 +103,7 @@ def linear(
         r_out: (n, u) relevance of the outputs (equal to that of the pre-activations).
         z: (n, u) the layer's own pre-activation, if known (saves matmuls).
         nonneg: per part, whether it is known to be >= 0 (ReLU outputs); then ``x-`` terms
-            vanish and LRP-ab's second group is derived from ``z`` without a matmul.
+            vanish (one matmul less per group).
     Returns:
         :class:`Propagated` with one (n, d_k) tensor per part and (n,) absorbed/bias shares.
     """
@@ -122,11 +122,11 @@ def linear(
         elif key in products:
             z_nb = products[key]
         else:
-            z_nb = _derived(key, products, z, bias, len(xs))
-            if z_nb is None:
-                z_nb = ops.zeros_like(r_out)
-                for k, sel, w in active:
-                    z_nb = z_nb + ops.matmul(select_input(xs[k], sel), w(ws[k]))
+            # Each group's denominator is its own product (no ``x W- = (z - b) - x W+`` shortcut:
+            # the difference cancels to rounding noise exactly where the denominator is small).
+            z_nb = ops.zeros_like(r_out)
+            for k, sel, w in active:
+                z_nb = z_nb + ops.matmul(select_input(xs[k], sel), w(ws[k]))
         products[key] = z_nb
         b_g = group.bias(bias)
         cs = group.coefficient * safe_divide(r_out, group.stabilise(z_nb + b_g))
@@ -144,28 +144,6 @@ def linear(
                 r = term if r is None else r + term
         inputs.append(ops.zeros_like(x) if r is None else r)
     return Propagated(inputs, absorbed, bias_share)
-
-
-def _derived(key: frozenset, products: dict[frozenset, Array], z: Array | None, bias: Array,
-             n_parts: int) -> Array | None:
-    """``x W- = (z - b) - x W+`` for non-negative inputs when ``x W+`` is known (LRP-ab's second
-    group then costs no extra matmul). Entries within rounding of 0 are set to exactly 0: a sign
-    with no contribution at all must give 0/0 := 0, not divide by rounding noise."""
-    if z is None:
-        return None
-    swap = {"w-": "w+", "w+": "w-"}
-    names = {w for _, _, w in key}
-    if len(names) != 1 or next(iter(names)) not in swap or {s for _, s, _ in key} != {"x"}:
-        return None
-    if {k for k, _, _ in key} != set(range(n_parts)):
-        return None
-    other = frozenset((k, "x", swap[next(iter(names))]) for k in range(n_parts))
-    if other not in products:
-        return None
-    known = products[other]
-    derived = (z - bias) - known
-    noise = 64 * _eps(derived) * (ops.abs(z - bias) + ops.abs(known))
-    return ops.where(ops.abs(derived) <= noise, ops.zeros_like(derived), derived)
 
 
 class PairIndex:

@@ -247,8 +247,10 @@ def get_rule(name: str, epsilon: float = 0.1, gamma: float = 0.25) -> Rule:
 
 @dataclass(frozen=True)
 class Composite:
-    """One rule per layer: the first ``(pattern, rule)`` whose fnmatch pattern matches the layer's
-    trace key (e.g. ``weave0.atom_to_pair``, ``head.dense0``, ``embedding``) wins, else ``default``.
+    """One rule per layer (as zennit's composites): the first ``(pattern, rule)`` that matches
+    wins, else ``default``. A pattern is an fnmatch pattern on the layer's record path (e.g.
+    ``weave0.atom_to_pair``, ``head.dense0``, ``embedding``, ``weave*``) or ``type:<class name>``
+    for every layer of a type (``type:PairFromAtoms``).
 
     A single :class:`Rule` is a composite with no overrides (:func:`as_composite`).
     """
@@ -257,9 +259,12 @@ class Composite:
     overrides: tuple[tuple[str, Rule], ...] = field(default_factory=tuple)
     name: str = ""
 
-    def rule_for(self, key: str) -> Rule:
+    def rule_for(self, path: str, type_name: str = "") -> Rule:
         for pattern, rule in self.overrides:
-            if fnmatch.fnmatchcase(key, pattern):
+            if pattern.startswith("type:"):
+                if type_name and fnmatch.fnmatchcase(type_name, pattern[5:]):
+                    return rule
+            elif fnmatch.fnmatchcase(path, pattern):
                 return rule
         return self.default
 

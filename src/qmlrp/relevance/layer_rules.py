@@ -1,0 +1,154 @@
+"""One relevance function per layer type of the model (registered with :func:`~qmlrp.relevance.walk.register`).
+
+=====================  ==========  ===========================================================
+layer type             out rows    relevance of the inputs
+=====================  ==========  ===========================================================
+SplitDense             same        the layer's rule on ``z = sum_k x_k W_k + b`` (one part per
+                                   concatenated input); the activation passes R unchanged
+PairFromAtoms          pairs       ``act(z_ij) + act(z_ji)`` split by value, then the rule on
+                                   each ordered ``[A_i, A_j] W + b``, summed onto the atoms
+PairToAtomSum          atoms       P->A sum: each pair gets its share ``pw_p / PA_i``
+AtomEmbedding          same        BatchNorm folded into the linear map (canonizer), then the rule
+GaussianHistogram      molecules   sum over atoms by shares, memberships as fixed gates
+FeatureScaling         same        ``x * s``, s > 0, no bias: R passes unchanged
+TargetScaling          same        ``y = z * std + mean``: LRP-0 per output, the mean absorbed
+Dropout                same        identity at inference
+=====================  ==========  ===========================================================
+
+Composite layers (weave module, head, model, input layer) have no function: the walk goes through
+their recorded children. The math of each operation is in :mod:`qmlrp.relevance.propagate`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from qmlrp.models.layers import FeatureScaling, PairFromAtoms, Record, SplitDense, TargetScaling
+from qmlrp.models.readout import AtomEmbedding, GaussianHistogram
+from qmlrp.models.weave import PairToAtomSum
+from qmlrp.relevance.propagate import (
+    PairIndex,
+    Propagated,
+    atoms_to_molecules,
+    gaussian_gates,
+    linear,
+    pair_from_atoms,
+    pairs_to_atoms,
+    safe_divide,
+    split_sum,
+)
+from qmlrp.relevance.walk import Context, leaves, register
+
+Array = Any
+
+
+def _relu_output(layer: Any, flags: list[bool | None]) -> bool:
+    return getattr(layer, "activation_name", "") == "relu"
+
+
+def _as_input(layer: Any, flags: list[bool | None]) -> bool:
+    return bool(flags and flags[0])
+
+
+@register(SplitDense, rows="same", nonneg=_relu_output)
+def split_dense(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """``act(sum_k x_k W_k + b)``: inputs ``[x_1, ..., x_K]`` (or one ``x``), each (n, d_k)."""
+    layer: SplitDense = rec.layer
+    xs = [ctx.cast(x) for x in leaves(rec.inputs)]
+    bias = None if layer.bias is None else ctx.cast(layer.bias)
+    z = rec.extras.get("z")
+    res = linear(ctx.rule(rec), xs, [ctx.cast(w) for w in layer.kernels], bias, r_out[0],
+                 z=None if z is None else ctx.cast(z), nonneg=[ctx.nonneg(x) for x in leaves(rec.inputs)])
+    return res
+
+
+@register(PairFromAtoms, rows="pairs", nonneg=_relu_output)
+def pair_from_atoms_layer(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """A->P: inputs ``(atoms (n_atoms, d), pair_atoms (n_pairs, 2))``, output (n_pairs, u)."""
+    layer: PairFromAtoms = rec.layer
+    atoms, pair_atoms = rec.inputs
+    z_ij, z_ji = ctx.cast(rec.extras["z_ij"]), ctx.cast(rec.extras["z_ji"])
+    (r_ij, r_ji), lost = split_sum([layer.activation(z_ij), layer.activation(z_ji)], r_out[0])
+    index = PairIndex(pair_atoms, ops.shape(atoms)[0])
+    res = pair_from_atoms(ctx.rule(rec), ctx.cast(atoms), index, ctx.cast(layer.kernel_first),
+                          ctx.cast(layer.kernel_second), ctx.cast(layer.bias), r_ij, r_ji, z_ij, z_ji,
+                          nonneg=ctx.nonneg(atoms))
+    return Propagated([res.inputs[0], None], res.absorbed + lost, res.bias)
+
+
+@register(PairToAtomSum, rows="atoms", nonneg=_as_input)
+def pair_to_atom_sum(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """P->A: inputs ``(pairwise (n_pairs, u), pair_atoms (n_pairs, 2), n_atoms)``, output (n_atoms, u)."""
+    pairwise, pair_atoms, n_atoms = rec.inputs
+    r_pairs, lost = pairs_to_atoms(ctx.cast(pairwise), ctx.cast(rec.outputs), r_out[0],
+                                   PairIndex(pair_atoms, n_atoms))
+    return Propagated([r_pairs, None, None], lost, None)
+
+
+def folded_embedding(layer: AtomEmbedding, dtype: str) -> tuple[Array, Array]:
+    """The canonizer: inference BatchNorm folded into the linear map, ``(W' (d, F), b' (F,))``
+    in ``dtype`` (keras ops, so it runs inside a compiled walk; float64 for a float64 model)."""
+    bn = layer.batch_norm
+    kernel, bias = ops.cast(layer.dense.kernel, dtype), ops.cast(layer.dense.bias, dtype)
+    units = layer.units
+    gamma = ops.cast(bn.gamma, dtype) if bn.scale else ops.ones((units,), dtype)
+    beta = ops.cast(bn.beta, dtype) if bn.center else ops.zeros((units,), dtype)
+    factor = gamma / ops.sqrt(ops.cast(bn.moving_variance, dtype) + bn.epsilon)
+    return kernel * factor[None, :], (bias - ops.cast(bn.moving_mean, dtype)) * factor + beta
+
+
+@register(AtomEmbedding, rows="same")
+def atom_embedding(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """Per-atom linear + BatchNorm: input atoms (n_atoms, d), output h (n_atoms, F).
+
+    The recorded output ``h`` is the folded map's pre-activation (there is no activation)."""
+    atoms = rec.inputs[0]
+    kernel, bias = folded_embedding(rec.layer, ctx.dtype)
+    res = linear(ctx.rule(rec), [ctx.cast(atoms)], [kernel], bias, r_out[0], z=ctx.cast(rec.outputs),
+                 nonneg=[ctx.nonneg(atoms)])
+    return Propagated([res.inputs[0]] + [None] * (len(leaves(rec.inputs)) - 1), res.absorbed, res.bias)
+
+
+@register(GaussianHistogram, rows="molecules", nonneg=lambda layer, flags: True)
+def gaussian_histogram(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """Histogram readout: inputs ``(h (n_atoms, F), atom_molecule (n_atoms,))``, output
+    (n_molecules, F*K), feature-major; molecules' shares by membership, then the fixed gates."""
+    layer: GaussianHistogram = rec.layer
+    h, atom_molecule = rec.inputs
+    h = ctx.cast(h)
+    memberships = ops.cast(layer.memberships(h), ctx.dtype)  # (n_atoms, F, K)
+    n_atoms, width = ops.shape(h)[0], ops.shape(h)[1]
+    flat = ops.reshape(memberships, (n_atoms, width * layer.n_gaussians))
+    r_m, lost = atoms_to_molecules(flat, ctx.cast(rec.outputs), r_out[0], atom_molecule)
+    r_h = gaussian_gates(ops.reshape(r_m, (n_atoms, width, layer.n_gaussians)))
+    return Propagated([r_h, None], lost, None)
+
+
+@register(FeatureScaling, rows="same", nonneg=_as_input)
+def feature_scaling(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """``x * s`` with s > 0 and no bias: every rule returns R unchanged (= folding s into the
+    next kernel)."""
+    return Propagated([r_out[0]], None, None)
+
+
+@register(TargetScaling, rows="same")
+def target_scaling(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """``y_k = z_k std_k + mean_k`` per output k, LRP-0 (a fixed unit conversion): ``R(z_k) =
+    R(y_k) z_k std_k / y_k``; the mean's share ``R(y_k) mean_k / y_k`` is absorbed (tag ``mean``)."""
+    layer: TargetScaling = rec.layer
+    z = ctx.cast(rec.inputs[0])
+    std, mean = ctx.cast(layer.std), ctx.cast(layer.mean)
+    y = ctx.cast(rec.outputs)
+    s = safe_divide(r_out[0], y)
+    r_z = z * std * s
+    absorbed = ops.sum(r_out[0] - r_z, axis=-1)
+    return Propagated([r_z], absorbed, ops.sum(mean * s, axis=-1), tag="mean")
+
+
+@register(keras.layers.Dropout, rows="same", nonneg=_as_input)
+def dropout(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """Identity at inference."""
+    return Propagated([r_out[0]], None, None)
