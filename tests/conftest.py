@@ -1,7 +1,13 @@
-"""Shared fixtures: QM9 molecules by index (from qm9pack), paths to shared/ material."""
+"""Shared fixtures: QM9 molecules by index (from qm9pack), paths to shared/ material.
+
+qm9pack's CSV files (130,831 molecules) are parsed at most once per test session: every
+``read_frame()`` -- the fixtures here and each ``ingest("qm9pack", ...)`` of small samples --
+gets the same frame (:func:`qm9pack_parsed_once`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +18,40 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
-@pytest.fixture(scope="session")
-def qm9pack_frame() -> pd.DataFrame:
-    from qmlrp.data.qm9pack_source import read_frame
+class ReadOnce:
+    """``qm9pack_source.read_frame`` that parses the default CSV files once and counts the parses."""
 
-    return read_frame().set_index("Index", drop=False)
+    def __init__(self, read: Callable[..., pd.DataFrame]) -> None:
+        self.read = read
+        self.frame: pd.DataFrame | None = None
+        self.parses = 0
+
+    def __call__(self, data_dir: Path | None = None) -> pd.DataFrame:
+        if data_dir is not None:
+            return self.read(data_dir)
+        if self.frame is None:
+            self.parses += 1
+            self.frame = self.read()
+        return self.frame
+
+
+@pytest.fixture(scope="session", autouse=True)
+def qm9pack_parsed_once() -> Iterator[ReadOnce]:
+    """Patch ``read_frame`` for the session (ingest only slices the frame, never modifies it)."""
+    from qmlrp.data import qm9pack_source
+
+    once = ReadOnce(qm9pack_source.read_frame)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(qm9pack_source, "read_frame", once)
+    yield once
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def qm9pack_frame(qm9pack_parsed_once) -> pd.DataFrame:
+    from qmlrp.data import qm9pack_source
+
+    return qm9pack_source.read_frame().set_index("Index", drop=False)
 
 
 @pytest.fixture(scope="session")

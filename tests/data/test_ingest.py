@@ -132,3 +132,12 @@ def test_read_plain_multi_xyz(tmp_path):
     path.write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\n")
     with pytest.raises(InputError, match="two.xyz: line 1: 3 atoms announced but the file ends early"):
         read_xyz(path)
+
+
+def test_qm9pack_is_parsed_once_per_session(tmp_path, qm9pack_parsed_once, qm9_record):
+    """Small samples slice the session's frame instead of re-reading 130,831 molecules each time."""
+    qm9_record(1)
+    ingest("qm9pack", tmp_path / "a.parquet", tmp_path / "r.csv", tmp_path / "m.json", limit=5, seed=1)
+    ingest("qm9pack", tmp_path / "b.parquet", tmp_path / "r.csv", tmp_path / "m.json", limit=7, seed=2)
+    assert qm9pack_parsed_once.parses == 1
+    assert len(qm9pack_parsed_once.frame) == 130_831
