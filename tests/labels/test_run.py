@@ -82,6 +82,13 @@ def test_run_records_failures_and_skips_on_rerun(tmp_path: Path, client) -> None
     with pytest.raises(QmlrpError, match="never mix"):
         run_stage(other, client=client)
     assert sorted(records.read_labels(out)["id"]) == [1, 2, 4, 6, 7, 8]
+    # ... and so is a shard of another level copied into this folder
+    first = sorted(out.glob("part-*.parquet"))[0]
+    row = {**pq.read_table(first).to_pylist()[0], "id": 99, "basis": "6-31g"}
+    stray = records.write_shard([row], out)
+    with pytest.raises(QmlrpError, match=r"rows of level \('rhf', 'hf', '6-31g'\) .* never mix"):
+        run_stage(cfg, client=client)
+    stray.unlink()
 
 
 def test_kill_and_resume_from_the_published_set(tmp_path: Path) -> None:

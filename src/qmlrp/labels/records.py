@@ -42,6 +42,7 @@ __all__ = [
     "read_labels",
     "done_ids",
     "ensure_level",
+    "check_rows_level",
     "append_jsonl",
     "read_jsonl",
     "record_failures",
@@ -236,6 +237,23 @@ def ensure_level(directory: str | Path, identity: Mapping[str, Any]) -> None:
     tmp = directory / f".{LEVEL_FILE}.tmp"
     tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def check_rows_level(directory: str | Path, identity: Mapping[str, Any]) -> None:
+    """Check that every shard row has the folder's method, xc and basis (a shard copied in from
+    another level's folder is caught here).
+
+    Raises:
+        QmlrpError: naming the first shard whose rows belong to another level.
+    """
+    directory = Path(directory)
+    want = (identity.get("method"), identity.get("xc"), identity.get("basis"))
+    for p in _shards(directory) if directory.is_dir() else []:
+        t = pq.read_table(p, columns=["method", "xc", "basis"]).to_pylist()
+        other = {(r["method"], r["xc"], r["basis"]) for r in t} - {want}
+        if other:
+            raise QmlrpError(f"{p}: rows of level {sorted(other)[0]} in the folder of {want}; "
+                             "labels of different levels never mix - move that shard out")
 
 
 def append_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:

@@ -306,6 +306,7 @@ def run_stage(cfg: LabelBetaParams, *, client: Any = None) -> dict[str, Any]:
     selected = select_molecules(table, cfg.count, cfg.seed, cfg.max_atoms)
     out = cfg.output_dir()
     records.ensure_level(out, cfg.level.identity())
+    records.check_rows_level(out, cfg.level.identity())
     n_recovered = records.recover_journal(out)
     done = records.done_ids(out)
     skip = set(done)
