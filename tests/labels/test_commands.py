@@ -111,3 +111,25 @@ def test_label_beta_overrides(tmp_path: Path, capsys) -> None:
     assert code == 2 and "label_beta.sanity: unknown key 'min_distance'" in err
     code, _, err = run(["label-beta", "--params", str(params), "-S", "count"], capsys)
     assert code == 2 and err == "error: --set: expected KEY=VALUE, got 'count'\n"
+
+
+@pytest.mark.parametrize(("content", "extra", "message"), [
+    ("label_beta: [1, 2]\n", [], "error: params.yaml label_beta: expected a mapping, got [1, 2]\n"),
+    ("label_beta: {a: [1\n", [], "cannot read the parameter file: while parsing a flow sequence"),
+    ("train: {}\n", [], "no section 'label_beta'"),
+    (None, ["-S", "output=afile/{level}"],
+     "error: params.yaml label_beta.output: cannot create folder afile/rhf-hf-sto-3g: Not a directory\n"),
+    (None, ["-S", "metrics=."], "error: params.yaml label_beta.metrics: . is a folder\n"),
+])
+def test_label_beta_bad_files_are_one_line(tmp_path: Path, capsys, monkeypatch, content, extra,
+                                           message) -> None:
+    monkeypatch.chdir(tmp_path)
+    tiny_table(tmp_path / "qm9.parquet")
+    (tmp_path / "afile").write_text("")
+    params = write_params(tmp_path)
+    if content is not None:
+        params.write_text(content)
+    code, out, err = run(["label-beta", "--params", str(params), *extra], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err
+    assert not (tmp_path / "labels").exists()

@@ -47,11 +47,10 @@ def run_label_beta(params_path: str | Path = "params.yaml",
                    overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the ``label_beta`` stage from the params file (and ``KEY=VALUE`` overrides); return
     its metrics. The whole section is checked (unknown keys, types, values) before any work."""
-    from qmlrp.labels.config import SECTION, LabelBetaParams
+    from qmlrp.labels.config import LabelBetaParams, read_section
     from qmlrp.labels.run import run_stage
-    from qmlrp.params import stage_params
 
-    section = apply_overrides(stage_params(SECTION, params_path), overrides or [])
+    section = apply_overrides(read_section(params_path), overrides or [])
     return run_stage(LabelBetaParams.from_mapping(section))
 
 

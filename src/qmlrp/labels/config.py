@@ -14,9 +14,10 @@ from typing import Any, Literal, Mapping
 
 from qmlrp.errors import QmlrpError
 from qmlrp.labels.beta import Level
-from qmlrp.params import DEFAULT_PARAMS, parse_section, stage_params
+from qmlrp.params import DEFAULT_PARAMS, load_params, parse_section
 
-__all__ = ["Jobqueue", "Sanity", "LabelBetaParams", "load_label_beta_params", "SECTION"]
+__all__ = ["Jobqueue", "Sanity", "LabelBetaParams", "read_section", "load_label_beta_params",
+           "SECTION"]
 
 SECTION = "label_beta"
 
@@ -177,6 +178,29 @@ class LabelBetaParams:
         return parse_section(cls, SECTION, dict(values or {}))
 
 
+def read_section(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The raw ``label_beta`` mapping of a params file (not yet checked).
+
+    Raises:
+        QmlrpError: the file is missing or unreadable, or the section is absent or not a mapping.
+    """
+    import yaml
+
+    try:
+        params = load_params(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())
+        raise QmlrpError(f"{path}: cannot read the parameter file: {reason}") from None
+    if SECTION not in params:
+        raise QmlrpError(f"{path}: no section '{SECTION}'")
+    section = params[SECTION]
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise QmlrpError(f"params.yaml {SECTION}: expected a mapping, got {section!r}")
+    return dict(section)
+
+
 def load_label_beta_params(path: str | Path = DEFAULT_PARAMS) -> LabelBetaParams:
     """Read and check the ``label_beta`` section of a params file."""
-    return LabelBetaParams.from_mapping(stage_params(SECTION, path))
+    return LabelBetaParams.from_mapping(read_section(path))

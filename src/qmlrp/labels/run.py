@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from qmlrp.errors import QmlrpError
 from qmlrp.labels import records
 from qmlrp.labels.beta import Level, LabelFailure, compute_beta, build_molecule, program_versions
 from qmlrp.labels.cluster import dask_client
@@ -305,6 +306,15 @@ def run_stage(cfg: LabelBetaParams, *, client: Any = None) -> dict[str, Any]:
     table = load_molecules(cfg.input)
     selected = select_molecules(table, cfg.count, cfg.seed, cfg.max_atoms)
     out = cfg.output_dir()
+    metrics_path = Path(cfg.metrics)
+    if metrics_path.is_dir():
+        raise QmlrpError(f"params.yaml label_beta.metrics: {metrics_path} is a folder")
+    for folder, key in ((metrics_path.parent, "metrics"), (out, "output")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise QmlrpError(f"params.yaml label_beta.{key}: cannot create folder {folder}: "
+                             f"{err.strerror or err}") from None
     records.ensure_level(out, cfg.level.identity())
     records.check_rows_level(out, cfg.level.identity())
     n_recovered = records.recover_journal(out)
@@ -333,5 +343,5 @@ def run_stage(cfg: LabelBetaParams, *, client: Any = None) -> dict[str, Any]:
                                   n_skipped=n_skipped, n_recovered=n_recovered, complete=complete)
         metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                    for k, v in metrics.items()}
-        _write_json_atomic(Path(cfg.metrics), metrics)
+        _write_json_atomic(metrics_path, metrics)
     return metrics
