@@ -131,3 +131,73 @@ def layerwise_relevance(net: DenseReluNet, x: np.ndarray, rules: Sequence[Rule])
         r = np.asarray(res.inputs[0])
         absorbed = absorbed + np.asarray(res.absorbed)
     return r, absorbed
+
+
+# -- explicit forms of the graph operations (one loop per pair / atom, float64) -----------------
+
+
+def linear_oracle(name: str, xs: Sequence[np.ndarray], ws: Sequence[np.ndarray], b: np.ndarray,
+                  r_out: np.ndarray, epsilon: float = 0.1, gamma: float = 0.25) -> list[np.ndarray]:
+    """A dense layer on the concatenation ``[x_1, ..., x_K]``: per row, ``M @ R_out`` with ``M`` the
+    rule's matrix for the stacked kernel; returns the relevance of each part (n, d_k)."""
+    x = np.concatenate(xs, axis=1)
+    w = np.concatenate(ws, axis=0)
+    r_in = np.stack([rule_matrix(name, x[n], w, b, epsilon, gamma) @ r_out[n] for n in range(x.shape[0])])
+    bounds = np.cumsum([0] + [v.shape[1] for v in xs])
+    return [r_in[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def pair_from_atoms_oracle(name: str, atoms: np.ndarray, pair_atoms: np.ndarray, w: np.ndarray, b: np.ndarray,
+                           r_pairs: np.ndarray, epsilon: float = 0.1, gamma: float = 0.25) -> np.ndarray:
+    """A->P ``P_ij = relu([A_i, A_j] W + b) + relu([A_j, A_i] W + b)``, pair by pair: the two
+    ordered terms share ``R(P_ij)`` in proportion to their values, then each term's relevance
+    goes through the rule's matrix on its own concatenated input and lands on atoms i and j."""
+    d = atoms.shape[1]
+    out = np.zeros_like(atoms, dtype=np.float64)
+    for p, (i, j) in enumerate(pair_atoms):
+        for first, second in ((i, j), (j, i)):
+            x = np.concatenate([atoms[first], atoms[second]])
+            a_this = np.maximum(x @ w + b, 0)
+            x_other = np.concatenate([atoms[second], atoms[first]])
+            total = a_this + np.maximum(x_other @ w + b, 0)
+            share = _divide(a_this * r_pairs[p], total)
+            r_x = rule_matrix(name, x, w, b, epsilon, gamma) @ share
+            out[first] += r_x[:d]
+            out[second] += r_x[d:]
+    return out
+
+
+def pair_sum_oracle(pairwise: np.ndarray, pair_atoms: np.ndarray, r_atoms: np.ndarray) -> np.ndarray:
+    """P->A ``PA_a = sum_{p containing a} pw_p``: pair p gets ``pw_p / PA_a`` of each of its atoms'."""
+    totals = np.zeros((r_atoms.shape[0], pairwise.shape[1]))
+    for p, (i, j) in enumerate(pair_atoms):
+        totals[i] += pairwise[p]
+        totals[j] += pairwise[p]
+    out = np.zeros_like(pairwise, dtype=np.float64)
+    for p, (i, j) in enumerate(pair_atoms):
+        for a in (i, j):
+            out[p] += _divide(pairwise[p] * r_atoms[a], totals[a])
+    return out
+
+
+def histogram_oracle(memberships: np.ndarray, atom_molecule: np.ndarray, r_readout: np.ndarray) -> np.ndarray:
+    """Histogram readout ``X[m, f*K + k] = sum_{i in m} mem[i, f, k]``: atom i gets its share of
+    each bin, and all K bins of feature f return to ``h_if`` (fixed gates). Returns (n_atoms, F)."""
+    n_atoms, width, n_bins = memberships.shape
+    out = np.zeros((n_atoms, width))
+    for i in range(n_atoms):
+        same = atom_molecule == atom_molecule[i]
+        for f in range(width):
+            for k in range(n_bins):
+                total = memberships[same, f, k].sum()
+                if total != 0:
+                    out[i, f] += memberships[i, f, k] / total * r_readout[atom_molecule[i], f * n_bins + k]
+    return out
+
+
+def fold_oracle(kernel: np.ndarray, bias: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+                var: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """``BN(x W + b) = x W' + b'`` written out: ``W'_ij = W_ij g_j / sqrt(v_j + eps)``,
+    ``b'_j = (b_j - mu_j) g_j / sqrt(v_j + eps) + beta_j``."""
+    factor = gamma / np.sqrt(var + epsilon)
+    return kernel * factor[None, :], (bias - mean) * factor + beta

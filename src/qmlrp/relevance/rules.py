@@ -272,6 +272,43 @@ class Composite:
     def label(self) -> str:
         return self.name or self.default.name
 
+    def describe(self) -> str:
+        """Human-readable rule assignment, e.g. ``lrp0; eps(0.1) at embedding, head.output``."""
+        text = _rule_text(self.default)
+        groups: dict[str, list[str]] = {}
+        for pattern, rule in self.overrides:
+            groups.setdefault(_rule_text(rule), []).append(pattern)
+        for rule_text, patterns in groups.items():
+            text += f"; {rule_text} at {', '.join(patterns)}"
+        return text
+
+
+def _rule_text(rule: Rule) -> str:
+    if isinstance(rule, Epsilon):
+        return f"eps({rule.epsilon:g})"
+    if isinstance(rule, Gamma):
+        return f"gamma({rule.gamma:g})"
+    if isinstance(rule, AlphaBeta):
+        return f"ab({rule.alpha:g},{rule.beta:g})"
+    return rule.name
+
+
+STABLE_LAYERS: tuple[str, ...] = ("embedding", "head.output")
+"""Layers whose pre-activations cross zero for many molecules: the per-atom embedding (BatchNorm
+output, ~N(0, 1) per feature) and the output unit (standardised target, ~N(0, 1)). LRP-0 and
+LRP-gamma divide by them (float32 rounding amplified without bound), and LRP-ab(1, 0) / z+ find
+no positive contribution at the output unit of some molecules (empty explanations). LRP-eps on
+these layers fixes both; :func:`stable` puts it there."""
+
+
+def stable(rule: Rule | Composite, epsilon: float = 0.1, layers: Sequence[str] = STABLE_LAYERS) -> Composite:
+    """The default composite: ``rule`` everywhere except LRP-eps at ``layers`` (record paths or
+    ``type:`` patterns, see :class:`Composite`); overrides already in a composite come first."""
+    comp = as_composite(rule)
+    eps = Epsilon(epsilon)
+    extra = tuple((pattern, eps) for pattern in layers if pattern not in {p for p, _ in comp.overrides})
+    return Composite(comp.default, comp.overrides + extra, comp.label)
+
 
 def as_composite(rule: Rule | Composite) -> Composite:
     """Wrap a single rule as a :class:`Composite`."""
@@ -289,8 +326,10 @@ def composite_from_spec(
 def resolve_rules(
     names: Sequence[str], epsilon: float = 0.1, gamma: float = 0.25,
     composites: Mapping[str, Mapping[str, object]] | None = None,
+    stabilise: Sequence[str] = (),
 ) -> dict[str, Composite]:
-    """``{name: Composite}`` for rule names or names of composites defined in ``composites``."""
+    """``{name: Composite}`` for rule names or names of composites defined in ``composites``;
+    ``stabilise`` lists layers that get LRP-eps in every one of them (:func:`stable`)."""
     out: dict[str, Composite] = {}
     composites = composites or {}
     for name in names:
@@ -300,4 +339,11 @@ def resolve_rules(
         else:
             rule = get_rule(name, epsilon, gamma)
             out[name] = Composite(rule, (), name)
+        if stabilise:
+            out[name] = stable(out[name], epsilon, stabilise)
     return out
+
+
+def stable_composites(names: Sequence[str], epsilon: float = 0.1, gamma: float = 0.25) -> dict[str, Composite]:
+    """The default composite of each rule name (LRP-eps at :data:`STABLE_LAYERS`)."""
+    return resolve_rules(names, epsilon, gamma, stabilise=STABLE_LAYERS)
