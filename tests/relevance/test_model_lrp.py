@@ -150,3 +150,99 @@ def test_composite_rule_per_layer(model) -> None:
     e = ModelLRP(model, dtype="float64", compile=False).explain(batch, comp["mix"])
     assert e.rule == "mix"
     assert e.conservation_error().max() < 1e-9 * max(1.0, np.abs(e.output).max())
+
+
+def test_default_composite_float32_conserves_and_matches_float64(model, real_batch) -> None:
+    """LRP-eps at the embedding and the output unit (the default composite of every rule):
+    float32 conserves to 1e-5 (relative) and agrees with float64 (a float64 copy of the model)."""
+    from qmlrp.relevance.rules import stable_composites
+
+    rules = stable_composites(RULE_NAMES)
+    inputs = batch_to_inputs(real_batch)
+    e32 = ModelLRP(model).explain_inputs(inputs, rules)
+    e64 = ModelLRP(model, dtype="float64").explain_inputs(inputs, rules)
+    for name in RULE_NAMES:
+        assert e32[name].relative_conservation_error().max() <= 1e-5, name
+        assert e64[name].conservation_error().max() <= 1e-9 * max(1.0, np.abs(e64[name].output).max()), name
+        assert e64[name].atoms.dtype == np.float64
+        scale = max(np.abs(e64[name].atoms).max(), np.abs(e64[name].pairs).max())
+        assert np.abs(e32[name].atoms - e64[name].atoms).max() <= 1e-4 * scale, name
+        assert np.abs(e32[name].pairs - e64[name].pairs).max() <= 1e-4 * scale, name
+
+
+def test_float64_copy_is_float64_end_to_end(model) -> None:
+    from qmlrp.relevance.model_lrp import as_float64
+
+    copy = as_float64(model)
+    assert {v.dtype for v in copy.weights} == {"float64"}
+    inputs = batch_to_inputs(random_batch([4, 9], seed=2))
+    feed = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in inputs.items()}
+    rec = copy.record(feed)
+    dtypes = {keras.backend.standardize_dtype(r.outputs.dtype) for r in rec.walk()[1:] if hasattr(r.outputs, "dtype")}
+    assert dtypes == {"float64"}
+    np.testing.assert_allclose(np.asarray(rec.outputs), np.asarray(model(inputs, training=False)), rtol=1e-5)
+
+
+def test_empty_explanations_are_flagged(real_batch) -> None:
+    """An output unit with only negative contributions: LRP-ab(1,0) and z+ pass nothing
+    (flagged as empty, everything absorbed); the default composite still explains it."""
+    from qmlrp.relevance.rules import stable
+
+    model = randomised_model(seed=5)
+    out = model.head.output_layer
+    out.kernels[0].assign(-np.abs(np.asarray(out.kernels[0])))
+    out.bias.assign(-np.abs(np.asarray(out.bias)) - 0.1)
+    lrp = ModelLRP(model, dtype="float64")
+    for name in ("ab10", "zplus"):
+        e = lrp.explain(real_batch, get_rule(name))
+        assert e.empty().all()
+        np.testing.assert_allclose(e.absorbed, e.output, rtol=1e-12)
+        assert not ModelLRP(model, dtype="float64").explain(real_batch, stable(get_rule(name))).empty().any()
+    assert not lrp.explain(real_batch, get_rule("eps")).empty().any()
+
+
+def with_head(base: keras.Model, kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.ndarray) -> keras.Model:
+    """``base``'s layers (shared) below a new head: ``base``'s hidden layer, then an output layer
+    ``kernel`` (hidden, n_outputs), ``bias`` and target statistics ``mean``/``std`` (n_outputs,)."""
+    from qmlrp.models.gc import GraphConvModel
+    from qmlrp.models.head import RegressionHead
+
+    n_outputs = kernel.shape[1]
+    model = GraphConvModel(base.input_layer, base.weave_modules, base.atom_embedding, base.readout,
+                           RegressionHead(SMALL.head_units, n_outputs=n_outputs, name="head"), name="gc")
+    model.build_with_dummy()
+    head = model.head
+    head.hidden[0].kernels[0].assign(np.asarray(base.head.hidden[0].kernels[0]))
+    head.hidden[0].bias.assign(np.asarray(base.head.hidden[0].bias))
+    head.output_layer.kernels[0].assign(kernel.astype("float32"))
+    head.output_layer.bias.assign(bias.astype("float32"))
+    head.target_scaling.set_statistics(mean, std)
+    return model
+
+
+@pytest.mark.parametrize("name", ["eps", "ab21"])
+def test_vector_head_explained_per_output(name: str) -> None:
+    """Output k of a 3-output model is explained exactly like a scalar model made of column k;
+    a linear functional of the outputs is the same combination of the per-output explanations."""
+    rng = np.random.default_rng(0)
+    base = randomised_model(seed=0)
+    kernel, bias = rng.normal(0, 0.3, (SMALL.head_units[-1], 3)), rng.normal(0, 0.2, 3)
+    mean, std = rng.normal(3.0, 1.0, 3), rng.uniform(0.5, 2.0, 3)
+    model = with_head(base, kernel, bias, mean, std)
+    batch = random_batch([5, 8, 3], seed=7)
+    y = np.asarray(model(batch_to_inputs(batch), training=False))
+    lrp = ModelLRP(model, dtype="float64")
+    with pytest.raises(ValueError, match="3 outputs"):
+        lrp.explain(batch, get_rule(name))
+    per_output = [lrp.explain(batch, get_rule(name), output=k) for k in range(3)]
+    for k, e in enumerate(per_output):
+        np.testing.assert_allclose(e.output, y[:, k], rtol=1e-5)
+        assert e.conservation_error().max() <= 1e-9 * max(1.0, np.abs(e.output).max())
+        scalar = with_head(base, kernel[:, k:k + 1], bias[k:k + 1], mean[k:k + 1], std[k:k + 1])
+        single = ModelLRP(scalar, dtype="float64").explain(batch, get_rule(name))
+        np.testing.assert_allclose(single.atoms, e.atoms, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(single.pairs, e.pairs, rtol=1e-9, atol=1e-12)
+    coef = np.array([1.0, 0.0, -2.0])
+    combined = lrp.explain(batch, get_rule(name), output=coef)
+    np.testing.assert_allclose(combined.output, y @ coef, rtol=1e-5)
+    np.testing.assert_allclose(combined.atoms, sum(c * e.atoms for c, e in zip(coef, per_output)), rtol=1e-9, atol=1e-12)
