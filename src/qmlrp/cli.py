@@ -2,18 +2,54 @@
 
 Each concern contributes its commands through a ``register(app)`` function, so this module
 stays a table of contents. User errors (:class:`qmlrp.errors.QmlrpError`) are printed as one
-line on stderr with exit status 2, never as a traceback.
+line on stderr with exit status 2, never as a traceback. Library chatter (TensorFlow/absl/oneDNN
+start-up lines, Python warnings, RDKit's logs) is silenced before those libraries load, so a user
+sees only qmlrp's lines; ``--verbose`` (anywhere on the command line) lets it through.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
+import warnings
 from typing import Any
 
-import typer
+QUIET_ENVIRONMENT: dict[str, str] = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow C++ (and absl through it): errors only... and not even those
+    "GRPC_VERBOSITY": "ERROR",
+    "GLOG_minloglevel": "3",
+    "ABSL_MIN_LOG_LEVEL": "3",
+}
+VERBOSE_FLAG = "--verbose"
 
-from qmlrp.errors import QmlrpError
+
+def set_verbosity(verbose: bool) -> None:
+    """Silence (or let through) TensorFlow, absl, Python warnings and RDKit; call before TF loads."""
+    for key, value in QUIET_ENVIRONMENT.items():
+        if verbose:
+            if os.environ.get(key) == value:
+                os.environ.pop(key)
+        else:
+            os.environ.setdefault(key, value)
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("tensorflow", "absl", "keras", "h5py", "jax"):
+        logging.getLogger(name).setLevel(level)
+    if verbose:
+        warnings.resetwarnings()
+    else:
+        warnings.filterwarnings("ignore")
+    from rdkit import RDLogger
+
+    (RDLogger.EnableLog if verbose else RDLogger.DisableLog)("rdApp.*")
+
+
+set_verbosity(VERBOSE_FLAG in sys.argv[1:])
+
+import typer  # noqa: E402  -- after the environment is set
+
+from qmlrp.errors import QmlrpError  # noqa: E402
 
 app = typer.Typer(
     name="qmlrp",
@@ -23,11 +59,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Modules that define ``register(app: typer.Typer) -> None``.
+
+@app.callback()
+def _root(ctx: typer.Context,
+          verbose: bool = typer.Option(False, VERBOSE_FLAG, help="Show library log lines and warnings.")) -> None:
+    """QM9 -> Molecular Graph -> Weave GC models -> layer-wise relevance propagation."""
+    ctx.obj = {"verbose": verbose}
+    if verbose:
+        set_verbosity(True)
+
+
+# Modules that define ``register(app: typer.Typer) -> None``; a later module's command replaces an
+# earlier one of the same name (``qmlrp.training.predict`` owns ``predict``).
 COMMAND_MODULES: tuple[str, ...] = (
     "qmlrp.data.commands",
     "qmlrp.features.commands",
     "qmlrp.training.commands",
+    "qmlrp.training.predict",
     "qmlrp.relevance.commands",
     "qmlrp.labels.commands",
 )
@@ -36,10 +84,46 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+def _keep_last(commands: list[Any]) -> list[Any]:
+    latest = {c.name or c.callback.__name__: k for k, c in enumerate(commands)}
+    return [c for k, c in enumerate(commands) if latest[c.name or c.callback.__name__] == k]
+
+
+app.registered_commands[:] = _keep_last(app.registered_commands)
+
+
+def silence_native_output() -> None:
+    """Send what C/C++ libraries write straight to file descriptors 1 and 2 (absl's pre-init
+    lines, oneDNN notices, RDKit's "Distance ... is suspicious") to /dev/null, while Python's
+    ``sys.stdout``/``sys.stderr`` -- qmlrp's own lines -- keep writing to the real ones."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = getattr(sys, name)
+        try:
+            stream.flush()
+            saved = os.dup(fd)
+        except (OSError, ValueError, AttributeError):
+            continue
+        os.dup2(devnull, fd)
+        setattr(sys, name, open(saved, "w", encoding=getattr(stream, "encoding", None) or "utf-8",  # noqa: SIM115
+                                errors=getattr(stream, "errors", None) or "strict",
+                                buffering=1 if os.isatty(saved) else -1))
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point that turns :class:`QmlrpError` into a one-line message and exit status 2."""
+    """Entry point that turns :class:`QmlrpError` into a one-line message and exit status 2.
+
+    ``--verbose`` may stand anywhere; it is moved before the sub-command. Without it, native
+    library output is silenced (:func:`silence_native_output`).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if VERBOSE_FLAG in args:
+        args = [VERBOSE_FLAG] + [a for a in args if a != VERBOSE_FLAG]
+    else:
+        silence_native_output()
     try:
-        return app(args=argv)
+        return app(args=args)
     except QmlrpError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

@@ -3,35 +3,30 @@
 Inputs: XYZ files (one or several molecules each, plain or original QM9 format) and SDF files
 (3D coordinates with all hydrogens; the SDF's bonds and charges serve as the bond-order template).
 Each molecule outside the models' domain -- elements other than H, C, N, O, F, more than 29 atoms,
-a net charge or an odd electron count, a structure RDKit cannot perceive -- and each malformed file
-gives one error line; the other molecules are still predicted.
+overlapping atoms or impossible coordinates, a charged, radical or disconnected structure, one RDKit
+cannot perceive (or crashes on: perception runs in a forked child) -- and each malformed file gives
+one error line; the other molecules are still predicted. Molecules inside that domain but outside
+QM9's ranges (:mod:`qmlrp.features.domain`) are predicted with a warning line. Every fold model of
+each target must be present (``train.folds`` of params.yaml) unless missing folds are allowed.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import typer
 
+from qmlrp.data.molecule_files import Failure, MoleculeInput, read_molecules
 from qmlrp.errors import InputError, QmlrpError
 from qmlrp.training.config import get_target
 
-SDF_SUFFIXES = (".sdf", ".mol", ".sd")
-XYZ_SUFFIXES = (".xyz",)
-
-
-@dataclass
-class MoleculeInput:
-    """One molecule to predict: atomic numbers (n,), coordinates (n, 3) Angstrom, optional SMILES."""
-
-    file: str
-    name: str
-    atomic_numbers: np.ndarray
-    coordinates: np.ndarray
-    smiles: str | None = None
+__all__ = ["Ensemble", "Failure", "MoleculeInput", "Prediction", "featurize_files", "predict_files", "register"]
 
 
 @dataclass
@@ -40,79 +35,22 @@ class Prediction:
     name: str
     n_atoms: int
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
-
-@dataclass
-class Failure:
-    file: str
-    name: str
-    reason: str
-
-    def line(self) -> str:
-        """``error: FILE [MOLECULE]: reason`` (one line)."""
-        where = f"{self.file} [{self.name}]" if self.name else self.file
-        return f"error: {where}: {self.reason}"
-
-
-def read_sdf(path: Path) -> tuple[list[MoleculeInput], list[Failure]]:
-    """Molecules of an SDF file; records RDKit cannot parse become failures."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    molecules: list[MoleculeInput] = []
-    failures: list[Failure] = []
-    try:
-        supplier = Chem.ForwardSDMolSupplier(str(path), removeHs=False, sanitize=True)
-        records = list(supplier)
-    except OSError as err:
-        raise InputError(str(path), f"cannot read ({err.__class__.__name__})") from None
-    if not records:
-        raise InputError(str(path), "no molecules found")
-    for k, mol in enumerate(records, start=1):
-        default = f"{path.stem}#{k}" if len(records) > 1 else path.stem
-        if mol is None:
-            failures.append(Failure(str(path), default, f"record {k}: RDKit cannot parse the structure"))
-            continue
-        name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") and mol.GetProp("_Name").strip() else default
-        if mol.GetNumConformers() == 0:
-            failures.append(Failure(str(path), name, "no coordinates"))
-            continue
-        coords = np.asarray(mol.GetConformer().GetPositions(), dtype=float)
-        if not mol.GetConformer().Is3D() or np.allclose(coords[:, 2], 0.0):
-            failures.append(Failure(str(path), name, "coordinates are not 3D"))
-            continue
-        if any(atom.GetTotalNumHs(includeNeighbors=False) for atom in mol.GetAtoms()):
-            failures.append(Failure(str(path), name, "implicit hydrogens: all atoms need 3D coordinates"))
-            continue
-        numbers = np.array([atom.GetAtomicNum() for atom in mol.GetAtoms()], dtype=np.int64)
-        molecules.append(MoleculeInput(str(path), name, numbers, coords, Chem.MolToSmiles(mol)))
-    return molecules, failures
-
-
-def read_molecules(path: str | Path) -> tuple[list[MoleculeInput], list[Failure]]:
-    """Molecules of one file (by suffix); a malformed or unsupported file is one failure."""
-    from qmlrp.data.xyz import read_xyz
-
-    path = Path(path)
-    try:
-        if not path.is_file():
-            raise InputError(str(path), "no such file")
-        suffix = path.suffix.lower()
-        if suffix in XYZ_SUFFIXES:
-            records = read_xyz(path)
-            return [MoleculeInput(str(path), r.name, np.asarray(r.atomic_numbers), np.asarray(r.coordinates, float), r.smiles)
-                    for r in records], []
-        if suffix in SDF_SUFFIXES:
-            return read_sdf(path)
-        raise InputError(str(path), f"unsupported file type {suffix or '(none)'}; expected .xyz or .sdf")
-    except InputError as err:
-        return [], [Failure(str(path), "", err.reason if err.where == str(path) else str(err))]
+    def warning_lines(self) -> list[str]:
+        """``warning: FILE [MOLECULE]: outside the training domain: reason`` (one line each)."""
+        return [f"warning: {self.file} [{self.name}]: outside QM9's training domain: {w}" for w in self.warnings]
 
 
 class Ensemble:
-    """The fold models of each target, loaded from ``models_dir/<target>/fold<k>.keras``."""
+    """The fold models of each target, loaded from ``models_dir/<target>/fold<k>.keras``.
 
-    def __init__(self, models_dir: str | Path, targets: Sequence[str] | None = None) -> None:
+    ``expected_folds``: the folds every target must have (None: no gaps in 0..the largest fold found).
+    Missing folds raise QmlrpError unless ``allow_missing``; :attr:`missing` lists them either way.
+    """
+
+    def __init__(self, models_dir: str | Path, targets: Sequence[str] | None = None,
+                 expected_folds: Sequence[int] | None = None, allow_missing: bool = False) -> None:
         from qmlrp.models.io import find_models, inference_function, load_model
 
         found = find_models(models_dir)
@@ -125,6 +63,11 @@ class Ensemble:
             raise QmlrpError(f"{models_dir}: no models found (run `dvc repro` first)")
         for name in found:
             get_target(name)
+        self.missing = missing_folds(found, expected_folds)
+        self.missing_text = describe_missing(self.missing, found)
+        if self.missing and not allow_missing:
+            raise QmlrpError(f"{models_dir}: {self.missing_text}; "
+                             "pass --allow-missing-folds to predict with the others")
         self.models = {t: [load_model(p) for _, p in paths] for t, paths in found.items()}
         self.forward = {t: [inference_function(m) for m in ms] for t, ms in self.models.items()}
         self.units = {t: get_target(t).units for t in self.models}
@@ -132,6 +75,9 @@ class Ensemble:
     @property
     def targets(self) -> list[str]:
         return list(self.models)
+
+    def n_models(self, target: str) -> int:
+        return len(self.models[target])
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
         """``{target: (mean (n,), sd (n,), n_models)}``; sd is the sample sd over the fold models."""
@@ -143,48 +89,109 @@ class Ensemble:
         return out
 
 
-def predict_files(
-    paths: Sequence[str | Path], ensemble: Ensemble, batch_size: int = 64
-) -> tuple[list[Prediction], list[Failure]]:
-    """Featurize and predict every molecule of ``paths`` (in order); failures are collected."""
+def missing_folds(found: dict[str, list[tuple[int, Path]]], expected: Sequence[int] | None) -> dict[str, list[int]]:
+    """``{target: [missing folds]}`` for targets that lack some of ``expected`` (None: gaps below the largest)."""
+    out = {}
+    for target, folds in found.items():
+        have = {fold for fold, _ in folds}
+        want = set(expected) if expected is not None else set(range(max(have) + 1))
+        if want - have:
+            out[target] = sorted(want - have)
+    return out
+
+
+def describe_missing(missing: dict[str, list[int]], found: dict[str, list[tuple[int, Path]]]) -> str:
+    """``alpha: fold 3 missing (9 of 10 models)`` for each target with missing folds."""
+    parts = []
+    for target, folds in missing.items():
+        n = len(found[target])
+        parts.append(f"{target}: fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))} missing "
+                     f"({n} of {n + len(folds)} models)")
+    return "; ".join(parts)
+
+
+@dataclass
+class Featurized:
+    """A molecule that passed perception: its graph and the ways it lies outside QM9's ranges."""
+
+    molecule: MoleculeInput
+    graph: Any
+    warnings: list[str]
+
+
+def _featurize_one(molecule: MoleculeInput) -> tuple[Any, list[str]]:
+    from qmlrp.features.domain import domain_warnings
     from qmlrp.features.featurize import featurize_geometry
+
+    graph = featurize_geometry(molecule.atomic_numbers, molecule.coordinates, molecule.smiles, molecule.name)
+    return graph, domain_warnings(graph)
+
+
+def featurize_files(paths: Sequence[str | Path], quiet: bool = True) -> tuple[list[Featurized], list[Failure]]:
+    """Read and featurize every molecule of ``paths`` (in order) in a forked child, so that a crash
+    inside RDKit costs only the molecule it happened on; failures are collected, in order."""
+    from qmlrp.features.isolate import Crashed, map_isolated
+
+    molecules: list[MoleculeInput] = []
+    failures: list[tuple[int, Failure]] = []  # (file position, failure): reported in input order
+    position: list[int] = []
+    for k, path in enumerate(paths):
+        found, bad = read_molecules(path)
+        failures.extend((k, f) for f in bad)
+        molecules.extend(found)
+        position.extend([k] * len(found))
+    done: list[Featurized] = []
+    results = map_isolated(_featurize_one, molecules, quiet=quiet)
+    for k, molecule, result in zip(position, molecules, results):
+        if isinstance(result, InputError):
+            failures.append((k, Failure(molecule.file, molecule.name, result.reason)))
+        elif isinstance(result, Crashed):
+            failures.append((k, Failure(molecule.file, molecule.name, f"RDKit cannot perceive the structure ({result})")))
+        elif isinstance(result, Exception):  # RDKit errors outside the featurizer's checks
+            first = (str(result).splitlines() or [result.__class__.__name__])[0]
+            failures.append((k, Failure(molecule.file, molecule.name, f"cannot featurize ({first})")))
+        else:
+            done.append(Featurized(molecule, result[0], result[1]))
+    failures.sort(key=lambda item: item[0])
+    return done, [f for _, f in failures]
+
+
+def predict_featurized(featurized: Sequence[Featurized], ensemble: Ensemble, batch_size: int = 64) -> list[Prediction]:
+    """Predictions for featurized molecules, in order, ``batch_size`` molecules per forward pass."""
     from qmlrp.features.pairs import make_batch
     from qmlrp.models.inputs import batch_to_inputs
 
     predictions: list[Prediction] = []
-    failures: list[Failure] = []
-    graphs, kept = [], []
-    for path in paths:
-        molecules, bad = read_molecules(path)
-        failures.extend(bad)
-        for molecule in molecules:
-            try:
-                graph = featurize_geometry(molecule.atomic_numbers, molecule.coordinates, molecule.smiles, molecule.name)
-            except InputError as err:
-                failures.append(Failure(molecule.file, molecule.name, err.reason))
-                continue
-            except (ValueError, RuntimeError) as err:  # RDKit errors outside the featurizer's checks
-                failures.append(Failure(molecule.file, molecule.name, f"cannot featurize ({str(err).splitlines()[0]})"))
-                continue
-            graphs.append(graph)
-            kept.append(molecule)
-    for start in range(0, len(graphs), batch_size):
-        chunk = graphs[start : start + batch_size]
-        batch = make_batch(chunk, np.arange(len(chunk)))
+    for start in range(0, len(featurized), batch_size):
+        chunk = featurized[start : start + batch_size]
+        batch = make_batch([f.graph for f in chunk], np.arange(len(chunk)))
         result = ensemble.predict(batch_to_inputs(batch))
-        for k, molecule in enumerate(kept[start : start + batch_size]):
-            row = Prediction(molecule.file, molecule.name, int(molecule.atomic_numbers.size))
+        for k, item in enumerate(chunk):
+            m = item.molecule
+            row = Prediction(m.file, m.name, int(m.atomic_numbers.size), warnings=list(item.warnings))
             for target, (mean, sd, n_models) in result.items():
                 row.values[target] = {"mean": float(mean[k]), "sd": float(sd[k]), "units": ensemble.units[target],
                                       "n_models": n_models}
             predictions.append(row)
-    return predictions, failures
+    return predictions
+
+
+def predict_files(
+    paths: Sequence[str | Path], ensemble: Ensemble, batch_size: int = 64
+) -> tuple[list[Prediction], list[Failure]]:
+    """Featurize and predict every molecule of ``paths`` (in order); failures are collected."""
+    featurized, failures = featurize_files(paths)
+    return predict_featurized(featurized, ensemble, batch_size), failures
 
 
 def format_table(predictions: Sequence[Prediction], targets: Sequence[str], units: dict[str, str]) -> str:
-    """Fixed-width text table, one row per molecule: name, atoms, ``mean ± sd`` per target."""
-    headers = ["molecule", "atoms"] + [f"{t} ({units[t]})" for t in targets]
-    rows = [[p.name, str(p.n_atoms)] + [_pm(p.values[t]) for t in targets] for p in predictions]
+    """Fixed-width text table, one row per molecule: name, atoms, ``mean ± sd`` per target (the header
+    says how many models), inside/outside QM9's ranges."""
+    n_models = {t: predictions[0].values[t]["n_models"] if predictions else 0 for t in targets}
+    headers = (["molecule", "atoms"] + [f"{t} ({units[t]}, {n_models[t]} model{'s' if n_models[t] != 1 else ''})" for t in targets]
+               + ["QM9 domain"])
+    rows = [[p.name, str(p.n_atoms)] + [_pm(p.values[t]) for t in targets] + ["outside" if p.warnings else "inside"]
+            for p in predictions]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
     for r in rows:
@@ -201,6 +208,65 @@ def _pm(value: dict[str, Any]) -> str:
 
 def to_json(predictions: Sequence[Prediction], failures: Sequence[Failure]) -> dict[str, Any]:
     return {
-        "molecules": [{"file": p.file, "name": p.name, "n_atoms": p.n_atoms, **p.values} for p in predictions],
+        "molecules": [{"file": p.file, "name": p.name, "n_atoms": p.n_atoms, **p.values,
+                       "in_training_domain": not p.warnings, "domain_warnings": list(p.warnings)}
+                      for p in predictions],
         "errors": [{"file": f.file, "name": f.name, "reason": f.reason} for f in failures],
     }
+
+
+def expected_folds(params: Path) -> tuple[int, ...] | None:
+    """``train.folds`` of ``params`` (None when the file does not exist: then only gaps count as missing)."""
+    from qmlrp.training.config import TrainConfig
+
+    if not Path(params).exists():
+        return None
+    return tuple(TrainConfig.load(params).folds)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``qmlrp predict`` to the typer ``app``."""
+    from qmlrp import paths
+    from qmlrp.io import check_output_file, write_json
+
+    @app.command("predict")
+    def predict_command(
+        ctx: typer.Context,
+        files: list[Path] = typer.Argument(..., help="XYZ (one or more molecules each) or SDF files."),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout."),
+        out: Path | None = typer.Option(None, "--out", help="Also write the JSON to this file."),
+        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.keras."),
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Its train.folds are the expected models."),
+        allow_missing_folds: bool = typer.Option(False, "--allow-missing-folds",
+                                                 help="Predict even if some fold models are missing."),
+        batch_size: int = typer.Option(64, "--batch-size", min=1, help="Molecules per forward pass."),
+    ) -> None:
+        """Predict alpha (bohr^3) and ZPVE (eV) as mean ± sd over the fold models.
+
+        Molecules outside the models' domain get one error line each on stderr (exit status 1);
+        the others are still predicted. Molecules outside QM9's ranges get a warning line.
+        """
+        verbose = bool((ctx.find_root().obj or {}).get("verbose"))
+        if out is not None:
+            check_output_file(out, "--out")
+        ensemble_folds = expected_folds(params)
+        featurized, failures = featurize_files(files, quiet=not verbose)
+        ensemble = Ensemble(models_dir, expected_folds=ensemble_folds, allow_missing=allow_missing_folds)
+        if ensemble.missing:
+            typer.echo(f"warning: {models_dir}: {ensemble.missing_text}; "
+                       "predicting with the others", err=True)
+        predictions = predict_featurized(featurized, ensemble, batch_size=batch_size)
+        for failure in failures:
+            typer.echo(failure.line(), err=True)
+        for prediction in predictions:
+            for line in prediction.warning_lines():
+                typer.echo(line, err=True)
+        payload = to_json(predictions, failures)
+        if out is not None:
+            write_json(payload, out)
+        if as_json:
+            typer.echo(json.dumps(payload, indent=2))
+        elif predictions:
+            typer.echo(format_table(predictions, ensemble.targets, ensemble.units))
+        if failures:
+            sys.exit(1)
