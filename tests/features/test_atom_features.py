@@ -156,3 +156,11 @@ def test_anionic_aromatic_ring_n_127825_is_an_acceptor(qm9_graph):
     assert f[cation[0], COL["hbond_acceptor"]] == 0 and f[cation[0], COL["hbond_donor"]] == 1
     ring_n = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() == 7 and a.GetIsAromatic()]
     assert f[ring_n, COL["hbond_acceptor"]].tolist() == [1.0, 1.0, 1.0]  # all three ring n accept
+
+
+def test_pseudo_asymmetric_centres_311_get_no_chirality_bit(qm9_graph):
+    """cis-1,3-dimethylcyclobutane: C1 and C3 are pseudo-asymmetric (CIP 's'); only R/S set a bit."""
+    rec, graph, mol = qm9_graph(311)
+    codes = {a.GetIdx(): a.GetProp("_CIPCode") for a in mol.GetAtoms() if a.HasProp("_CIPCode")}
+    assert codes == {1: "s", 3: "s"}
+    assert np.all(graph.atom_features[:, [COL["chirality_R"], COL["chirality_S"]]] == 0)
