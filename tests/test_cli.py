@@ -34,3 +34,25 @@ def test_bad_source_is_one_line_error(tmp_path):
 def test_missing_params_file(tmp_path):
     result = qmlrp("split", cwd=tmp_path)
     assert result.returncode == 2 and "params.yaml: parameter file not found" in result.stderr
+
+
+def test_help_offers_verbose():
+    result = qmlrp("--help")
+    assert "--verbose" in result.stdout
+
+
+def corrupt_stage_inputs(root: Path) -> None:
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (root / "data" / "features").mkdir(parents=True)
+    (root / "data" / "qm9.parquet").write_bytes(b"")
+    (root / "data" / "features" / "molecules.parquet").write_bytes(b"PAR1\x00\x00truncated")
+
+
+def test_corrupt_parquet_inputs_are_one_line(tmp_path):
+    corrupt_stage_inputs(tmp_path)
+    result = qmlrp("featurize", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == "error: data/qm9.parquet: empty file, not Parquet (run `dvc repro ingest`)\n"
+    result = qmlrp("split", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: data/features/molecules.parquet: unreadable Parquet (truncated or corrupt?")

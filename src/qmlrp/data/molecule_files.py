@@ -81,6 +81,8 @@ def read_molecules(path: str | Path) -> tuple[list[MoleculeInput], list[Failure]
 
     path = Path(path)
     try:
+        if path.is_dir():
+            raise InputError(str(path), "is a folder, expected an XYZ or SDF file")
         if not path.is_file():
             raise InputError(str(path), "no such file")
         suffix = path.suffix.lower()
@@ -92,4 +94,4 @@ def read_molecules(path: str | Path) -> tuple[list[MoleculeInput], list[Failure]
             return read_sdf(path)
         raise InputError(str(path), f"unsupported file type {suffix or '(none)'}; expected .xyz or .sdf")
     except InputError as err:
-        return [], [Failure(str(path), "", err.reason if err.where == str(path) else str(err))]
+        return [], [Failure(str(path), "", str(err).removeprefix(f"{path}: "))]
