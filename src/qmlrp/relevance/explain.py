@@ -10,9 +10,19 @@ Outputs (``<plots>`` = ``plots/explain/<target>``):
   standard deviation over molecules; ``<plots>/dvc/types_<rule>[_no_outliers].csv``: the same
   numbers, one row per type (columns signed, absolute, *_std), for ``dvc plots``;
 * ``<plots>/aopc.csv``, ``<plots>/perturbation.csv`` and ``perturbation.png``: faithfulness;
-* ``<plots>/molecules/<id>_<rule>.png``: atom relevance on the 2D depiction;
-* ``metrics/explain_<target>.json``: per rule the per-type means, ranking, hypothesis outcome,
-  conservation error and absorbed share; AOPC table; timing. Nothing per molecule goes there.
+* ``<plots>/types.csv`` also holds ``value = share``: the plain share of each type in the
+  molecule's total |R| (non-negative, sums to 1; not normalised across molecules);
+* ``<plots>/molecules.csv``: per molecule and rule the explained output, the share that reached
+  the inputs, the relative conservation error and whether the explanation is empty;
+* ``<plots>/molecules/<id>_<rule>.png``: per-molecule figures (:func:`~qmlrp.relevance.plots.molecule_figure`),
+  one colour scale across the drawn molecules unless ``draw.same_scale`` is false;
+* ``metrics/explain_<target>.json``: per rule the composite used, per-type means, ranking,
+  hypothesis outcome, conservation error, absorbed and input shares, the number of empty
+  explanations; AOPC table; timing. Nothing per molecule goes there.
+
+Rules are used through the default composite (:func:`~qmlrp.relevance.rules.stable`: LRP-eps at
+``explain.stabilise`` layers, ``[]`` for the plain rules), which keeps float32 within ~1e-5 of
+float64 for most molecules and leaves no explanation empty.
 """
 
 from __future__ import annotations
@@ -27,13 +37,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qmlrp.errors import QmlrpError
+from qmlrp.errors import InputError, QmlrpError
 from qmlrp.features.store import FeatureStore
 from qmlrp.io import write_csv, write_json
 from qmlrp.params import reject_unknown_keys
 from qmlrp.paths import FEATURES, FOLDS, METRICS, MODELS, QM9_TABLE
-from qmlrp.relevance.rules import RULE_NAMES, Composite, resolve_rules
-from qmlrp.relevance.summary import FEATURE_TYPES, hypothesis, normalise, outlier_mask, ranking, summary_table, type_relevance
+from qmlrp.relevance.rules import RULE_NAMES, STABLE_LAYERS, Composite, resolve_rules
+from qmlrp.relevance.summary import (
+    FEATURE_TYPES,
+    hypothesis,
+    normalise,
+    outlier_mask,
+    ranking,
+    summary_table,
+    type_relevance,
+    type_shares,
+)
 
 PLOTS = Path("plots/explain")
 
@@ -49,8 +68,9 @@ class ExplainConfig:
     epsilon: float = 0.1
     gamma: float = 0.25
     composites: dict[str, Any] = field(default_factory=dict)
+    stabilise: tuple[str, ...] = STABLE_LAYERS
     outliers: dict[str, Any] = field(default_factory=lambda: {"k_mae": 3.0, "quantile": None})
-    draw: dict[str, Any] = field(default_factory=lambda: {"ids": [], "count": 4})
+    draw: dict[str, Any] = field(default_factory=lambda: {"ids": [], "count": 4, "same_scale": True})
     faithfulness: dict[str, Any] = field(default_factory=lambda: {"molecules": 200, "atom_steps": 8,
                                                                    "type_steps": 6, "random_repeats": 3})
     ground_truth: dict[str, Any] = field(default_factory=dict)
@@ -59,8 +79,9 @@ class ExplainConfig:
     def from_params(cls, params: Mapping[str, Any]) -> ExplainConfig:
         reject_unknown_keys("explain", dict(params), set(cls.__dataclass_fields__))
         values = dict(params)
-        if "rules" in values:
-            values["rules"] = tuple(values["rules"])
+        for key in ("rules", "stabilise"):
+            if key in values:
+                values[key] = tuple(values[key] or ())
         config = cls(**values)
         if config.molecules not in ("all", "test"):
             raise QmlrpError(f"params.yaml explain.molecules: {config.molecules!r} is not 'all' or 'test'")
@@ -79,7 +100,7 @@ class ExplainConfig:
 
     def resolved_rules(self) -> dict[str, Composite]:
         try:
-            return resolve_rules(self.rules, self.epsilon, self.gamma, self.composites)
+            return resolve_rules(self.rules, self.epsilon, self.gamma, self.composites, self.stabilise)
         except (ValueError, KeyError) as err:
             raise QmlrpError(f"params.yaml explain: {err}") from None
 
@@ -128,8 +149,12 @@ def run_explain(
     signed = {r: [] for r in rules}
     absolute = {r: [] for r in rules}
     totals = {r: [] for r in rules}
+    shares = {r: [] for r in rules}
     cons = {r: [] for r in rules}
     share = {r: [] for r in rules}
+    reached = {r: [] for r in rules}
+    empty = {r: [] for r in rules}
+    ids: list[np.ndarray] = []
     mean_share: list[np.ndarray] = []
     outputs: list[np.ndarray] = []
     t_forward = t_lrp = 0.0
@@ -147,22 +172,29 @@ def run_explain(
             signed[name].append(type_relevance(*args))
             absolute[name].append(type_relevance(*args, absolute=True))
             totals[name].append(type_relevance(*args, absolute=True, reduce="sum"))
-            cons[name].append(e.conservation_error() / np.maximum(np.abs(e.output), 1e-12))
+            shares[name].append(type_shares(*args))
+            cons[name].append(e.relative_conservation_error())
             share[name].append(e.absorbed_share())
+            reached[name].append(e.input_share())
+            empty[name].append(e.empty())
         mean_share.append(e.mean_share())
+        ids.append(np.asarray(batch.ids))
     y_pred = np.concatenate(outputs)
     y_true = y_all[positions]
     outliers = outlier_mask(y_true, y_pred, config.outliers.get("k_mae"), config.outliers.get("quantile"))
     _log(f"{target}: {positions.size} molecules, {len(rules)} rules, forward {t_forward:.1f}s, "
          f"LRP {t_lrp:.1f}s, {int(outliers.sum())} outliers")
 
+    all_ids = np.concatenate(ids)
     rows = []
+    per_molecule = []
     rule_metrics: dict[str, Any] = {}
     for name in rules:
-        per_kind = {"signed": np.concatenate(signed[name]), "absolute": np.concatenate(absolute[name])}
+        per_kind = {"signed": np.concatenate(signed[name]), "absolute": np.concatenate(absolute[name]),
+                    "share": np.concatenate(shares[name])}
         means: dict[str, dict[str, float]] = {}
         for kind, raw in per_kind.items():
-            norm, _ = normalise(raw)
+            norm = raw if kind == "share" else normalise(raw)[0]  # shares are plain: no normalisation
             for subset, keep in (("all", None), ("no_outliers", ~outliers)):
                 tab = summary_table(norm, keep)
                 tab["raw_mean"] = summary_table(raw, keep)["mean"]
@@ -176,7 +208,19 @@ def run_explain(
         tot_norm, _ = normalise(np.concatenate(totals[name]))
         c = np.concatenate(cons[name])
         s = np.concatenate(share[name])
+        r_in = np.concatenate(reached[name])
+        flagged = np.concatenate(empty[name])
+        per_molecule.append(pd.DataFrame({"id": all_ids, "rule": name, "output": y_pred, "input_share": r_in,
+                                          "conservation_rel_error": c, "empty": flagged}))
+        if flagged.any():
+            _log(f"{target} {name}: {int(flagged.sum())} of {flagged.size} molecules have an empty explanation "
+                 f"(ids {', '.join(map(str, all_ids[flagged][:10]))}{' ...' if flagged.sum() > 10 else ''})")
         rule_metrics[name] = {
+            "composite": rules[name].describe(),
+            "empty_explanations": {"count": int(flagged.sum()), "share": float(flagged.mean()),
+                                   "ids": [int(i) for i in all_ids[flagged][:20]]},
+            "input_share_of_output": {"median": float(np.nanmedian(r_in)), "mean": float(np.nanmean(r_in))},
+            "share_means": dict(zip(FEATURE_TYPES, map(float, per_kind["share"].mean(0)))),
             "type_means": means,
             "ranking_absolute": ranking(np.array([means["absolute"][t] for t in FEATURE_TYPES])),
             "ranking_signed": ranking(np.array([means["signed"][t] for t in FEATURE_TYPES])),
@@ -190,12 +234,14 @@ def run_explain(
         }
     types = pd.concat(rows, ignore_index=True)
     write_csv(types, out / "types.csv")
+    write_csv(pd.concat(per_molecule, ignore_index=True), out / "molecules.csv")
     for name in rules:
         for subset, suffix in (("all", ""), ("no_outliers", "_no_outliers")):
             t = types[(types["rule"] == name) & (types["subset"] == subset)]
             type_bars(t, f"{target} / {name} / {subset}", out / f"types_{name}{suffix}.png")
             # one small table per rule and subset for `dvc plots` (x: type, y: signed / absolute)
             wide = t.pivot(index="type", columns="value", values=["mean", "std"]).reindex(list(FEATURE_TYPES))
+            wide = wide[[c for c in wide.columns if c[1] in ("signed", "absolute")]]
             wide.columns = [v if m == "mean" else f"{v}_std" for m, v in wide.columns]
             write_csv(wide.reset_index(), out / "dvc" / f"types_{name}{suffix}.csv")
 
@@ -220,7 +266,9 @@ def run_explain(
         faith["n_molecules"] = int(sample.size)
 
     # -- pictures -----------------------------------------------------------------------------
-    drawn = draw_molecules(store, table, lrp, rules, _draw_ids(store, config.draw, split.test), out / "molecules")
+    reference = dict(zip(store.ids.tolist(), y_all.tolist()))
+    drawn = draw_molecules(store, table, lrp, rules, _draw_ids(store, config.draw, split.test), out / "molecules",
+                           spec.name, spec.units, reference, bool(config.draw.get("same_scale", True)))
 
     metrics = {
         "target": target,
@@ -248,26 +296,120 @@ def _draw_ids(store: FeatureStore, draw: Mapping[str, Any], test: np.ndarray) ->
     return ids
 
 
+def molecule_picture(e: Any, m: int, title: str, target: str, units: str, rule: str,
+                     reference: float | None) -> Any:
+    """The :class:`~qmlrp.relevance.plots.MoleculePicture` of molecule ``m`` (batch index) of
+    explanation ``e``: atoms' own feature relevance, pairs' summed feature relevance."""
+    from qmlrp.relevance.plots import MoleculePicture
+
+    atoms, pairs = e.molecule(m)
+    first_atom = int(np.flatnonzero(e.atom_molecule == m)[0])
+    return MoleculePicture(
+        title=title, target=target, units=units, rule=rule, predicted=float(e.output[m]), reference=reference,
+        atom_relevance=atoms.sum(1).astype(np.float64), pair_relevance=pairs.sum(1).astype(np.float64),
+        pair_atoms=e.pair_atoms[e.pair_molecule == m] - first_atom, inputs=float(e.input_total()[m]),
+        absorbed_mean=float(e.absorbed_mean[m]), absorbed_other=float(e.absorbed[m] - e.absorbed_mean[m]),
+        conservation_error=float(e.conservation_error()[m]), empty=bool(e.empty()[m]))
+
+
 def draw_molecules(store: FeatureStore, table: str | Path, lrp: Any, rules: Mapping[str, Composite],
-                   ids: list[int], out: Path) -> list[int]:
-    """Atom relevance pictures ``<out>/<id>_<rule>.png`` for store molecules ``ids``."""
+                   ids: list[int], out: Path, target: str = "", units: str = "",
+                   reference: Mapping[int, float] | None = None, same_scale: bool = True) -> list[int]:
+    """Per-molecule figures ``<out>/<id>_<rule>.png`` for store molecules ``ids``; with
+    ``same_scale`` one colour scale per rule across the molecules drawn."""
     from qmlrp.features.molecule import build_molecule
     from qmlrp.models.inputs import batch_to_inputs
-    from qmlrp.relevance.plots import molecule_relevance_png
+    from qmlrp.relevance.plots import molecule_figure
 
     if not ids:
         return []
     frame = pd.read_parquet(table, columns=["id", "smiles", "atomic_numbers", "coordinates"]).set_index("id")
     batch = store.batch(store.positions(ids))
     explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids)
-    for m, mol_id in enumerate(ids):
+    reference = reference or {}
+    mols = []
+    for mol_id in ids:
         row = frame.loc[mol_id]
         mol, _ = build_molecule(np.asarray(row["atomic_numbers"]), np.asarray(row["coordinates"]).reshape(-1, 3),
                                 row["smiles"], str(mol_id))
-        for name, e in explanations.items():
-            per_atom = e.atom_relevance()[e.atom_molecule == m]
-            molecule_relevance_png(mol, per_atom, out / f"{mol_id}_{name}.png")
+        mols.append((mol, row["smiles"]))
+    for name, e in explanations.items():
+        pictures = [molecule_picture(e, m, f"QM9 {mol_id} ({smiles})", target, units, rules[name].describe(),
+                                     reference.get(int(mol_id)))
+                    for m, (mol_id, (_, smiles)) in enumerate(zip(ids, mols))]
+        scale = max(p.scale() for p in pictures) if same_scale else None
+        for (mol, _), mol_id, picture in zip(mols, ids, pictures):
+            molecule_figure(mol, picture, out / f"{mol_id}_{name}.png", scale=scale or None)
     return ids
+
+
+def explain_files(files: list[Path], target: str, rule: str, out: Path, models_dir: str | Path, fold: int = 0,
+                  epsilon: float = 0.1, plain: bool = False, same_scale: bool = True) -> tuple[list[str], list[str]]:
+    """``qmlrp explain``: read (XYZ, SDF: what ``predict`` reads), featurize and explain every
+    molecule of ``files``; figures ``<out>/<stem>_<target>_<rule>.png``.
+
+    Returns (one summary line per explained molecule, one error line per failed file or molecule).
+    Raises :class:`QmlrpError` for a bad target, rule or model (nothing can be drawn then).
+    """
+    from qmlrp.features.featurize import featurize_geometry
+    from qmlrp.features.molecule import build_molecule
+    from qmlrp.features.pairs import make_batch
+    from qmlrp.models.io import load_model, model_path
+    from qmlrp.relevance.model_lrp import ModelLRP
+    from qmlrp.relevance.plots import molecule_figure
+    from qmlrp.relevance.rules import get_rule, stable
+    from qmlrp.relevance.summary import ranking, type_relevance
+    from qmlrp.training.config import get_target
+    from qmlrp.training.predict import read_molecules
+
+    try:
+        spec = get_target(target)
+        comp = get_rule(rule, epsilon=epsilon)
+    except (ValueError, KeyError) as err:
+        raise QmlrpError(str(err).strip("'\"")) from None
+    composite = comp if plain else stable(comp, epsilon)
+    model = load_model(model_path(models_dir, spec.name, fold))
+    failures: list[str] = []
+    kept = []
+    for path in files:
+        molecules, bad = read_molecules(path)
+        failures.extend(f.line() for f in bad)
+        for mol_in in molecules:
+            try:
+                graph = featurize_geometry(mol_in.atomic_numbers, mol_in.coordinates, mol_in.smiles, mol_in.name)
+                mol, _ = build_molecule(mol_in.atomic_numbers, mol_in.coordinates, mol_in.smiles, mol_in.name)
+            except InputError as err:
+                failures.append(f"error: {mol_in.file} [{mol_in.name}]: {err.reason}")
+                continue
+            except (ValueError, RuntimeError) as err:  # RDKit errors outside the featurizer's checks
+                first = (str(err).splitlines() or [err.__class__.__name__])[0]
+                failures.append(f"error: {mol_in.file} [{mol_in.name}]: cannot featurize ({first})")
+                continue
+            kept.append((mol_in, graph, mol))
+    if not kept:
+        return [], failures
+    stems: dict[str, int] = {}
+    for mol_in, _, _ in kept:
+        stems[Path(mol_in.file).stem] = stems.get(Path(mol_in.file).stem, 0) + 1
+    batch = make_batch([g for _, g, _ in kept], np.arange(len(kept)))
+    e = ModelLRP(model).explain(batch, composite, name=rule)
+    types = type_relevance(e.atoms, e.pairs, e.atom_molecule, e.pair_molecule, e.n_molecules, absolute=True)
+    pictures = [molecule_picture(e, m, f"{mol_in.name} ({Path(mol_in.file).name})", spec.name, spec.units,
+                                 composite.describe(), None) for m, (mol_in, _, _) in enumerate(kept)]
+    scale = max(p.scale() for p in pictures) if same_scale else None
+    lines, seen = [], {}
+    for m, ((mol_in, _, mol), picture) in enumerate(zip(kept, pictures)):
+        stem = Path(mol_in.file).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        name = stem if stems[stem] == 1 else f"{stem}_{seen[stem] - 1}"
+        png = out / f"{name}_{spec.name}_{rule}.png"
+        molecule_figure(mol, picture, png, scale=scale or None)
+        flag = "; EMPTY explanation (no input got relevance)" if picture.empty else ""
+        lines.append(f"{mol_in.name}: {spec.name} = {e.output[m]:.5g} {spec.units}; inputs carry {picture.inputs:.4g} "
+                     f"({e.input_share()[m]:.0%}), target mean {picture.absorbed_mean:.4g}, biases/stabilisers "
+                     f"{picture.absorbed_other:.4g}; conservation error {picture.conservation_error:.1e}; "
+                     f"top types: {', '.join(ranking(types[m])[:3])}{flag} -> {png}")
+    return lines, failures
 
 
 def run_ground_truth_stage(config: ExplainConfig, params_path: str | Path, features: str | Path = FEATURES,

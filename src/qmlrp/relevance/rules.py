@@ -279,7 +279,8 @@ class Composite:
         for pattern, rule in self.overrides:
             groups.setdefault(_rule_text(rule), []).append(pattern)
         for rule_text, patterns in groups.items():
-            text += f"; {rule_text} at {', '.join(patterns)}"
+            if rule_text != _rule_text(self.default):
+                text += f"; {rule_text} at {', '.join(patterns)}"
         return text
 
 

@@ -83,6 +83,17 @@ def type_totals(atoms: np.ndarray, pairs: np.ndarray, atom_molecule: np.ndarray,
     return np.hstack([at, pt])
 
 
+def type_shares(atoms: np.ndarray, pairs: np.ndarray, atom_molecule: np.ndarray, pair_molecule: np.ndarray,
+                n_molecules: int) -> np.ndarray:
+    """(n_molecules, 12) plain share of each type in the molecule's total ``|R|`` (summed over all
+    its atoms and pairs): non-negative, each row sums to 1 (a row of 0 for a molecule whose
+    explanation is empty). No normalisation across molecules, so magnitudes stay readable."""
+    totals = type_totals(np.abs(atoms), np.abs(pairs), atom_molecule, pair_molecule, n_molecules)
+    sums = totals.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums > 0, totals / sums, 0.0)
+
+
 @dataclass(frozen=True)
 class Normalisation:
     """``(v - shift) / scale``: the affine map of :func:`normalise`."""
