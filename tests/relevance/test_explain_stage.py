@@ -157,3 +157,37 @@ def test_explain_command(workspace: Path, tmp_path: Path) -> None:
     bad_rule = runner.invoke(app, ["explain", str(good), "--target", "alpha", "--rule", "nope",
                                    "--models-dir", str(workspace / "models")])
     assert isinstance(bad_rule.exception, QmlrpError)
+
+
+DEPS_SCRIPT = """
+import json, sys
+import qmlrp.cli  # what pipeline/explain.py loads
+from qmlrp.relevance.explain import ExplainConfig, run_explain
+root = sys.argv[1]
+config = ExplainConfig.from_params(json.loads(sys.argv[2]))
+run_explain("alpha", config, root + "/features", root + "/qm9.parquet", root + "/folds.parquet", root + "/models",
+            root + "/deps_plots", root + "/deps_metrics")
+print(json.dumps(sorted({getattr(m, "__file__", None) or "" for n, m in list(sys.modules.items())
+                         if n == "qmlrp" or n.startswith("qmlrp.")})))
+"""
+
+
+def test_explain_stage_deps_cover_every_imported_module(workspace: Path) -> None:
+    """Run the stage's code in a fresh interpreter and check that dvc.yaml's explain deps cover
+    every qmlrp module it imported (a change to any of them must rerun the stage)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[2]
+    deps = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["explain"]["deps"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run([sys.executable, "-c", DEPS_SCRIPT, str(workspace), json.dumps(CONFIG)], capture_output=True,
+                         text=True, env=env, cwd=repo)
+    assert run.returncode == 0, run.stderr[-3000:]
+    modules = [Path(p).resolve().relative_to(repo).as_posix() for p in json.loads(run.stdout.strip().splitlines()[-1])]
+    assert "src/qmlrp/relevance/explain.py" in modules and "src/qmlrp/models/gc.py" in modules
+    uncovered = [m for m in modules if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in deps)]
+    assert not uncovered, f"explain stage imports modules that dvc.yaml does not list as deps: {uncovered}"
