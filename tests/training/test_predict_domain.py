@@ -66,16 +66,16 @@ def test_overlap_disconnected_and_ion_cost_one_line_each(inputs, models_dir):
 
 
 def test_a_crash_while_perceiving_costs_only_that_molecule(inputs, models_dir, monkeypatch):
-    from qmlrp.training import predict
+    from qmlrp.features import user_inputs
 
-    real = predict._featurize_one
+    real = user_inputs._featurize_one
 
     def crash_on_h2(molecule):
         if molecule.name == "h2":
             os.kill(os.getpid(), signal.SIGSEGV)
         return real(molecule)
 
-    monkeypatch.setattr(predict, "_featurize_one", crash_on_h2)
+    monkeypatch.setattr(user_inputs, "_featurize_one", crash_on_h2)
     result = invoke("predict", str(inputs["h2"]), str(inputs["good"]), "--models-dir", str(models_dir))
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"error: {inputs['h2']} [h2]: RDKit cannot perceive the structure "
