@@ -63,3 +63,25 @@ def test_duplicate_ids_are_refused(tmp_path, qm9_record):
         run(tmp_path, rows)
     assert str(err.value) == f"{tmp_path / 'qm9.parquet'}: QM9 id 1 appears more than once"
     assert not (tmp_path / "features").exists()
+
+
+def test_a_crash_in_rdkit_costs_one_molecule(tmp_path, qm9_record, monkeypatch):
+    import os
+    import signal
+
+    from qmlrp.features import featurize
+
+    real = featurize._featurize_row
+
+    def crash_on_water(row):
+        if row[0] == "gdb_3":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(row)
+
+    monkeypatch.setattr(featurize, "_featurize_row", crash_on_water)
+    methane, water = qm9_record(1), qm9_record(3)
+    metrics, failures = run(tmp_path, [(1, methane.smiles, methane.atomic_numbers, methane.coordinates),
+                                       (3, water.smiles, water.atomic_numbers, water.coordinates)])
+    assert metrics["n_featurized"] == 1 and metrics["n_failed"] == 1
+    assert failures.to_dict("records") == [
+        {"id": 3, "name": "gdb_3", "reason": "RDKit crashed on this molecule (the perceiving process crashed (SIGSEGV))"}]

@@ -1,6 +1,7 @@
 """Stage ``featurize``: ``data/qm9.parquet`` -> ``data/features/`` (+ the list of molecules that failed).
 
-Work is cut into chunks featurized by a process pool; each finished chunk is written to a scratch
+Work is cut into chunks featurized by a process pool (each chunk's perception in a crash-isolated
+child, :mod:`qmlrp.features.isolate`); each finished chunk is written to a scratch
 folder keyed by the input's content hash, so an interrupted run resumes where it stopped and loses
 at most the chunks in flight. The chunks are merged into the store at the end.
 """
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from qmlrp.errors import InputError, QmlrpError
 from qmlrp.features.graph import MolecularGraph, graph_from_mol
+from qmlrp.features.isolate import Crashed, map_isolated
 from qmlrp.features.molecule import BOND_FROM_GEOMETRY, build_molecule
 from qmlrp.features.store import write_store
 from qmlrp.io import read_parquet, write_csv, write_json
@@ -66,25 +68,35 @@ class Chunk:
     coordinates: list[np.ndarray]
 
 
+def _featurize_row(row: tuple[str, str, object, object]) -> tuple[MolecularGraph, str]:
+    name, smiles, numbers, coords = row
+    xyz = np.asarray(coords, dtype=float).reshape(-1, 3)
+    mol, origin = build_molecule(np.asarray(numbers), xyz, smiles, name)
+    return graph_from_mol(mol, xyz, name), origin
+
+
+def _failure_reason(result: Exception) -> str:
+    if isinstance(result, InputError):
+        return result.reason
+    if isinstance(result, Crashed):
+        return f"RDKit crashed on this molecule ({result})"
+    first = (str(result).splitlines() or [result.__class__.__name__])[0]  # RDKit or a malformed row
+    return f"cannot featurize ({first})"
+
+
 def _run_chunk(task: tuple[Chunk, Path]) -> tuple[int, int, int]:
-    """Featurize one chunk into ``scratch/chunk-XXXXX``; returns (index, n_ok, n_failed)."""
+    """Featurize one chunk into ``scratch/chunk-XXXXX`` (in a crash-isolated child: a crash inside
+    RDKit costs one molecule, listed as failed); returns (index, n_ok, n_failed)."""
     chunk, scratch = task
     graphs, ids, origins, failures = [], [], [], []
-    for mol_id, name, smi, numbers, coords in zip(chunk.ids, chunk.names, chunk.smiles, chunk.atomic_numbers,
-                                                  chunk.coordinates):
-        try:
-            xyz = np.asarray(coords, dtype=float).reshape(-1, 3)
-            mol, origin = build_molecule(np.asarray(numbers), xyz, smi, name)
-            graphs.append(graph_from_mol(mol, xyz, name))
-        except InputError as err:
-            failures.append({"id": int(mol_id), "name": name, "reason": err.reason})
+    rows = list(zip(chunk.names, chunk.smiles, chunk.atomic_numbers, chunk.coordinates))
+    for mol_id, name, result in zip(chunk.ids, chunk.names, map_isolated(_featurize_row, rows)):
+        if isinstance(result, Exception):
+            failures.append({"id": int(mol_id), "name": name, "reason": _failure_reason(result)})
             continue
-        except (ValueError, TypeError, RuntimeError) as err:  # RDKit or a malformed row
-            first = (str(err).splitlines() or [err.__class__.__name__])[0]
-            failures.append({"id": int(mol_id), "name": name, "reason": f"cannot featurize ({first})"})
-            continue
+        graphs.append(result[0])
+        origins.append(result[1])
         ids.append(int(mol_id))
-        origins.append(origin)
     target = scratch / f"chunk-{chunk.index:05d}"
     write_store(target, np.array(ids, dtype=np.int64), graphs, origins)
     pd.DataFrame(failures, columns=["id", "name", "reason"]).to_csv(target / "failures.csv", index=False)
