@@ -33,6 +33,8 @@ __all__ = ["Ensemble", "Failure", "Featurized", "MoleculeInput", "Prediction", "
 
 @dataclass
 class Prediction:
+    """One predicted molecule: ``values[target]`` holds mean, sd, units and n_models."""
+
     file: str
     name: str
     n_atoms: int
@@ -53,23 +55,10 @@ class Ensemble:
 
     def __init__(self, models_dir: str | Path, targets: Sequence[str] | None = None,
                  expected_folds: Sequence[int] | None = None, allow_missing: bool = False) -> None:
-        from qmlrp.models.io import find_models, inference_function, load_model
+        from qmlrp.models.io import inference_function, load_model
 
-        found = find_models(models_dir)
-        if targets is not None:
-            missing = [t for t in targets if t not in found]
-            if missing:
-                raise QmlrpError(f"{models_dir}: no models for {', '.join(missing)} (run `dvc repro train`)")
-            found = {t: found[t] for t in targets}
-        if not found:
-            raise QmlrpError(f"{models_dir}: no models found (run `dvc repro` first)")
-        for name in found:
-            get_target(name)
-        self.missing = missing_folds(found, expected_folds)
+        found, self.missing = locate_models(models_dir, targets, expected_folds, allow_missing)
         self.missing_text = describe_missing(self.missing, found)
-        if self.missing and not allow_missing:
-            raise QmlrpError(f"{models_dir}: {self.missing_text}; "
-                             "pass --allow-missing-folds to predict with the others")
         self.models = {t: [load_model(p) for _, p in paths] for t, paths in found.items()}
         self.forward = {t: [inference_function(m) for m in ms] for t, ms in self.models.items()}
         self.units = {t: get_target(t).units for t in self.models}
@@ -77,9 +66,6 @@ class Ensemble:
     @property
     def targets(self) -> list[str]:
         return list(self.models)
-
-    def n_models(self, target: str) -> int:
-        return len(self.models[target])
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
         """``{target: (mean (n,), sd (n,), n_models)}``; sd is the sample sd over the fold models."""
@@ -89,6 +75,32 @@ class Ensemble:
             sd = values.std(axis=0, ddof=1) if len(functions) > 1 else np.zeros(values.shape[1])
             out[target] = (values.mean(axis=0), sd, len(functions))
         return out
+
+
+def locate_models(models_dir: str | Path, targets: Sequence[str] | None = None,
+                  expected_folds: Sequence[int] | None = None, allow_missing: bool = False
+                  ) -> tuple[dict[str, list[tuple[int, Path]]], dict[str, list[int]]]:
+    """``(found, missing)``: the fold models of each target and the expected folds that are absent.
+
+    Raises QmlrpError when there are none, a target is unknown, or folds are missing and not allowed.
+    """
+    from qmlrp.models.io import find_models
+
+    found = find_models(models_dir)
+    if targets is not None:
+        absent = [t for t in targets if t not in found]
+        if absent:
+            raise QmlrpError(f"{models_dir}: no models for {', '.join(absent)} (run `dvc repro train`)")
+        found = {t: found[t] for t in targets}
+    if not found:
+        raise QmlrpError(f"{models_dir}: no models found (run `dvc repro` first)")
+    for name in found:
+        get_target(name)
+    missing = missing_folds(found, expected_folds)
+    if missing and not allow_missing:
+        raise QmlrpError(f"{models_dir}: {describe_missing(missing, found)}; "
+                         "pass --allow-missing-folds to predict with the others")
+    return found, missing
 
 
 def missing_folds(found: dict[str, list[tuple[int, Path]]], expected: Sequence[int] | None) -> dict[str, list[int]]:
@@ -205,9 +217,10 @@ def register(app: typer.Typer) -> None:
         verbose = bool((ctx.find_root().obj or {}).get("verbose"))
         if out is not None:
             check_output_file(out, "--out")
-        ensemble_folds = expected_folds(params)
-        featurized, failures = featurize_files(files, quiet=not verbose)
-        ensemble = Ensemble(models_dir, expected_folds=ensemble_folds, allow_missing=allow_missing_folds)
+        folds = expected_folds(params)
+        locate_models(models_dir, None, folds, allow_missing_folds)  # fail early, before any work
+        featurized, failures = featurize_files(files, quiet=not verbose)  # forks: before TensorFlow loads
+        ensemble = Ensemble(models_dir, expected_folds=folds, allow_missing=allow_missing_folds)
         if ensemble.missing:
             typer.echo(f"warning: {models_dir}: {ensemble.missing_text}; "
                        "predicting with the others", err=True)
