@@ -141,3 +141,17 @@ def test_qm9pack_is_parsed_once_per_session(tmp_path, qm9pack_parsed_once, qm9_r
     ingest("qm9pack", tmp_path / "b.parquet", tmp_path / "r.csv", tmp_path / "m.json", limit=7, seed=2)
     assert qm9pack_parsed_once.parses == 1
     assert len(qm9pack_parsed_once.frame) == 130_831
+
+
+def test_non_utf8_file_is_one_rejected_record(tmp_path):
+    """A byte that is not UTF-8 in one file used to stop the stage with a UnicodeDecodeError traceback."""
+    folder = tmp_path / "xyz"
+    folder.mkdir()
+    text = (FIXTURES / "dsgdb9nsd_000001.xyz").read_text()
+    (folder / "dsgdb9nsd_000001.xyz").write_bytes(text.replace("H\t 0.002150416", "\xc7\t 0.002150416", 1).encode("latin-1"))
+    (folder / "dsgdb9nsd_000002.xyz").write_text(text.replace("gdb 1", "gdb 2"))
+    with pytest.raises(QmlrpError) as err:
+        ingest(str(folder), tmp_path / "t.parquet", tmp_path / "rejects.csv", tmp_path / "m.json")
+    assert str(err.value).startswith("dsgdb9nsd_000001: line 4: element '\ufffd' is not one of H, C, N, O, F")
+    result = ingest(str(folder), tmp_path / "t.parquet", tmp_path / "rejects.csv", tmp_path / "m.json", on_error="skip")
+    assert (result.n_molecules, result.n_rejected) == (1, 1)

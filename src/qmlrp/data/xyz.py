@@ -124,11 +124,14 @@ def parse_qm9_xyz(text: str, name: str) -> Qm9Record:
 
 
 def iter_qm9_source(path: Path) -> Iterator[tuple[str, str]]:
-    """Yield (name, text) for each QM9 XYZ file in a folder, a ``.tar.bz2``/``.tar`` archive, or one file."""
+    """Yield (name, text) for each QM9 XYZ file in a folder, a ``.tar.bz2``/``.tar`` archive, or one file.
+
+    Bytes that are not UTF-8 become U+FFFD, so such a file is one malformed record (named by the parser),
+    not the end of the stage."""
     path = Path(path)
     if path.is_dir():
         for file in sorted(path.glob("*.xyz")):
-            yield file.stem, file.read_text()
+            yield file.stem, file.read_bytes().decode("utf-8", errors="replace")
     elif path.name.endswith((".tar.bz2", ".tbz2", ".tar", ".tar.gz")):
         try:
             with tarfile.open(path, "r:*") as archive:
@@ -136,11 +139,11 @@ def iter_qm9_source(path: Path) -> Iterator[tuple[str, str]]:
                     if member.isfile() and member.name.endswith(".xyz"):
                         handle = archive.extractfile(member)
                         assert handle is not None
-                        yield Path(member.name).stem, handle.read().decode()
+                        yield Path(member.name).stem, handle.read().decode("utf-8", errors="replace")
         except (tarfile.TarError, EOFError, OSError, ValueError) as err:
             raise InputError(str(path), f"unreadable archive ({err})") from None
     elif path.is_file():
-        yield path.stem, path.read_text()
+        yield path.stem, path.read_bytes().decode("utf-8", errors="replace")
     else:
         raise InputError(str(path), "no such file or folder")
 
