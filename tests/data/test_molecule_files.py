@@ -24,3 +24,11 @@ def test_two_blocks_are_two_molecules(tmp_path):
     molecules, failures = read_molecules(path)
     assert failures == [] and [m.name for m in molecules] == ["two#1", "two#2"]
     assert [m.atomic_numbers.tolist() for m in molecules] == [[6], [8]]
+
+
+def test_qm9_comment_with_blank_smiles_line(tmp_path):
+    """A 'gdb' comment line makes the reader look for QM9's SMILES line; a blank one used to raise IndexError."""
+    path = tmp_path / "gdb.xyz"
+    path.write_text("1\ngdb 7 0 0 0\nC 0 0 0\n\n\n\n")
+    molecules, failures = read_molecules(path)
+    assert failures == [] and molecules[0].smiles is None and molecules[0].atomic_numbers.tolist() == [6]

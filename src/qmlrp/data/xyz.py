@@ -190,7 +190,8 @@ def read_xyz(path: str | Path) -> list[XyzRecord]:
         smiles = None
         end = pos + 2 + n
         if is_qm9:
-            smiles = lines[end + 1].split()[0]
+            tokens = lines[end + 1].split()
+            smiles = tokens[0] if tokens else None
             end += 3
         records.append(XyzRecord(name=f"{path.stem}#{len(records) + 1}", atomic_numbers=numbers, coordinates=coords, smiles=smiles))
         pos = end
