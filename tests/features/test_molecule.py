@@ -67,3 +67,10 @@ def test_no_nan_gasteiger(qm9_graph):
     for index in (1, 5, 271, 282, 1642, 4015):
         _, graph, _ = qm9_graph(index)
         assert np.isfinite(graph.atom_features).all()
+
+
+def test_no_gasteiger_parameters_is_an_input_error():
+    """Carbon monoxide perceived from the geometry has an sp O, for which Gasteiger has no parameters."""
+    with pytest.raises(InputError) as err:
+        featurize_geometry(np.array([6, 8]), np.array([[0.0, 0, 0], [1.13, 0, 0]]), name="co")
+    assert str(err.value).startswith("co: no Gasteiger charge for this structure (No Gasteiger Partial Charge parameters")

@@ -38,11 +38,15 @@ def atom_feature_matrix(mol: Chem.Mol, name: str = "molecule") -> np.ndarray:
     """(n_atoms, 21) float32 atom features in RDKit atom order (= XYZ order for our molecules).
 
     Columns follow :data:`qmlrp.features.layout.ATOM_FEATURES`; charges in units of e.
-    Raises InputError if Gasteiger charges come out NaN.
+    Raises InputError if Gasteiger charges cannot be computed or come out NaN.
     """
     n = mol.GetNumAtoms()
     features = np.zeros((n, N_ATOM_FEATURES), dtype=np.float32)
-    rdPartialCharges.ComputeGasteigerCharges(mol, throwOnParamFailure=True)
+    try:
+        rdPartialCharges.ComputeGasteigerCharges(mol, throwOnParamFailure=True)
+    except (ValueError, RuntimeError) as err:  # e.g. an sp-hybridised H or O: no parameters
+        detail = str(err).strip().removeprefix("ERROR: ").splitlines()[0]
+        raise InputError(name, f"no Gasteiger charge for this structure ({detail})") from None
     for atom in mol.GetAtoms():
         k = atom.GetIdx()
         features[k, _ELEMENT_COLUMN[atom.GetAtomicNum()]] = 1.0
