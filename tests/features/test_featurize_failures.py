@@ -22,11 +22,11 @@ def write_table(path, rows) -> None:
     }), path)
 
 
-def run(tmp_path, rows):
+def run(tmp_path, rows, workers: int = 1, chunk_size: int = 10):
     table = tmp_path / "qm9.parquet"
     write_table(table, rows)
     metrics = featurize_table(table, tmp_path / "features", tmp_path / "failures.csv", tmp_path / "m.json",
-                              workers=1, chunk_size=10, scratch_root=tmp_path / "scratch")
+                              workers=workers, chunk_size=chunk_size, scratch_root=tmp_path / "scratch")
     return metrics, pd.read_csv(tmp_path / "failures.csv")
 
 
@@ -65,7 +65,8 @@ def test_duplicate_ids_are_refused(tmp_path, qm9_record):
     assert not (tmp_path / "features").exists()
 
 
-def test_a_crash_in_rdkit_costs_one_molecule(tmp_path, qm9_record, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_crash_in_rdkit_costs_one_molecule(tmp_path, qm9_record, monkeypatch, workers):
     import os
     import signal
 
@@ -81,7 +82,8 @@ def test_a_crash_in_rdkit_costs_one_molecule(tmp_path, qm9_record, monkeypatch):
     monkeypatch.setattr(featurize, "_featurize_row", crash_on_water)
     methane, water = qm9_record(1), qm9_record(3)
     metrics, failures = run(tmp_path, [(1, methane.smiles, methane.atomic_numbers, methane.coordinates),
-                                       (3, water.smiles, water.atomic_numbers, water.coordinates)])
+                                       (3, water.smiles, water.atomic_numbers, water.coordinates)],
+                            workers=workers, chunk_size=1)  # workers=2: the crash happens inside a pool worker
     assert metrics["n_featurized"] == 1 and metrics["n_failed"] == 1
     assert failures.to_dict("records") == [
         {"id": 3, "name": "gdb_3", "reason": "RDKit crashed on this molecule (the perceiving process crashed (SIGSEGV))"}]
