@@ -49,7 +49,8 @@ def _child(fn: Callable[[Any], Any], items: Sequence[Any], start: int, conn: Con
             conn.send((k, False, RuntimeError(f"{err.__class__.__name__}: {err}")))
 
 
-def _run_child(fn: Callable[[Any], Any], items: Sequence[Any], start: int, results: list[Any], quiet: bool) -> tuple[int, int]:
+def _run_child(fn: Callable[[Any], Any], items: Sequence[Any], start: int, results: list[Any],
+               quiet: bool) -> tuple[int, int]:
     """Fork a child for ``items[start:]``; fill ``results``; return (next index, wait status)."""
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()

@@ -53,7 +53,8 @@ def featurize_files(paths: Sequence[str | Path], quiet: bool = True) -> tuple[li
         if isinstance(result, InputError):
             failures.append((k, Failure(molecule.file, molecule.name, result.reason)))
         elif isinstance(result, Crashed):
-            failures.append((k, Failure(molecule.file, molecule.name, f"RDKit cannot perceive the structure ({result})")))
+            reason = f"RDKit cannot perceive the structure ({result})"
+            failures.append((k, Failure(molecule.file, molecule.name, reason)))
         elif isinstance(result, Exception):  # RDKit errors outside the featurizer's checks
             first = (str(result).splitlines() or [result.__class__.__name__])[0]
             failures.append((k, Failure(molecule.file, molecule.name, f"cannot featurize ({first})")))

@@ -156,8 +156,8 @@ def format_table(predictions: Sequence[Prediction], targets: Sequence[str], unit
     """Fixed-width text table, one row per molecule: name, atoms, ``mean ± sd`` per target (the header
     says how many models), inside/outside QM9's ranges."""
     n_models = {t: predictions[0].values[t]["n_models"] if predictions else 0 for t in targets}
-    headers = (["molecule", "atoms"] + [f"{t} ({units[t]}, {n_models[t]} model{'s' if n_models[t] != 1 else ''})" for t in targets]
-               + ["QM9 domain"])
+    models = {t: f"{n} model{'s' if n != 1 else ''}" for t, n in n_models.items()}
+    headers = ["molecule", "atoms"] + [f"{t} ({units[t]}, {models[t]})" for t in targets] + ["QM9 domain"]
     rows = [[p.name, str(p.n_atoms)] + [_pm(p.values[t]) for t in targets] + ["outside" if p.warnings else "inside"]
             for p in predictions]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
