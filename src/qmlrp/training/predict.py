@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import typer
 
-from qmlrp.data.molecule_files import Failure, MoleculeInput
+from qmlrp.data.molecule_files import Failure, MoleculeInput, read_molecules
 from qmlrp.errors import QmlrpError
 from qmlrp.features.user_inputs import Featurized, featurize_files
 from qmlrp.training.config import get_target
 
 __all__ = ["Ensemble", "Failure", "Featurized", "MoleculeInput", "Prediction", "featurize_files", "predict_files",
-           "register"]
+           "read_molecules", "register"]
 
 
 @dataclass
