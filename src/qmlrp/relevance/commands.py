@@ -34,12 +34,12 @@ def register(app: typer.Typer) -> None:
 
         if out.exists() and not out.is_dir():
             raise QmlrpError(f"--out {out}: is a file; give a folder for the pictures")
-        lines, failures = explain_files(files, target, rule, out, models_dir, fold, epsilon, plain, same_scale)
-        for failure in failures:
-            typer.echo(failure, err=True)
+        lines, problems = explain_files(files, target, rule, out, models_dir, fold, epsilon, plain, same_scale)
+        for problem in problems:
+            typer.echo(problem, err=True)
         for line in lines:
             typer.echo(line)
-        if failures:
+        if any(p.startswith("error: ") for p in problems):
             sys.exit(1)
 
     @app.command("explain-stage")

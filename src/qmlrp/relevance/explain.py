@@ -348,19 +348,16 @@ def explain_files(files: list[Path], target: str, rule: str, out: Path, models_d
     """``qmlrp explain``: read (XYZ, SDF: what ``predict`` reads), featurize and explain every
     molecule of ``files``; figures ``<out>/<stem>_<target>_<rule>.png``.
 
-    Returns (one summary line per explained molecule, one error line per failed file or molecule).
+    Returns (one summary line per explained molecule, one error line per failed file or molecule
+    then one warning line per way a molecule lies outside QM9's ranges -- both for stderr).
     Raises :class:`QmlrpError` for a bad target, rule or model (nothing can be drawn then).
     """
-    from qmlrp.features.featurize import featurize_geometry
     from qmlrp.features.molecule import build_molecule
     from qmlrp.features.pairs import make_batch
-    from qmlrp.models.io import load_model, model_path
-    from qmlrp.relevance.model_lrp import ModelLRP
-    from qmlrp.relevance.plots import molecule_figure
+    from qmlrp.features.user_inputs import featurize_files
     from qmlrp.relevance.rules import get_rule, stable
     from qmlrp.relevance.summary import ranking, type_relevance
     from qmlrp.training.config import get_target
-    from qmlrp.training.predict import read_molecules
 
     try:
         spec = get_target(target)
@@ -368,24 +365,26 @@ def explain_files(files: list[Path], target: str, rule: str, out: Path, models_d
     except (ValueError, KeyError) as err:
         raise QmlrpError(str(err).strip("'\"")) from None
     composite = comp if plain else stable(comp, epsilon)
-    model = load_model(model_path(models_dir, spec.name, fold))
-    failures: list[str] = []
+    path = Path(models_dir) / spec.name / f"fold{fold}.keras"  # qmlrp.models.io.model_path, without loading Keras
+    if not path.is_file():
+        raise QmlrpError(f"{path}: model not found (run `dvc repro train` first)")
+    featurized, bad = featurize_files(files)  # what `predict` reads and checks; forks before TensorFlow loads
+    from qmlrp.models.io import load_model
+    from qmlrp.relevance.model_lrp import ModelLRP
+    from qmlrp.relevance.plots import molecule_figure
+    failures = [f.line() for f in bad]
+    warnings = [f"warning: {f.molecule.file} [{f.molecule.name}]: {w}" for f in featurized for w in f.warnings]
     kept = []
-    for path in files:
-        molecules, bad = read_molecules(path)
-        failures.extend(f.line() for f in bad)
-        for mol_in in molecules:
-            try:
-                graph = featurize_geometry(mol_in.atomic_numbers, mol_in.coordinates, mol_in.smiles, mol_in.name)
-                mol, _ = build_molecule(mol_in.atomic_numbers, mol_in.coordinates, mol_in.smiles, mol_in.name)
-            except InputError as err:
-                failures.append(f"error: {mol_in.file} [{mol_in.name}]: {err.reason}")
-                continue
-            except (ValueError, RuntimeError) as err:  # RDKit errors outside the featurizer's checks
-                first = (str(err).splitlines() or [err.__class__.__name__])[0]
-                failures.append(f"error: {mol_in.file} [{mol_in.name}]: cannot featurize ({first})")
-                continue
-            kept.append((mol_in, graph, mol))
+    for item in featurized:
+        m_in = item.molecule
+        try:
+            mol, _ = build_molecule(m_in.atomic_numbers, m_in.coordinates, m_in.smiles, m_in.name)
+        except (InputError, ValueError, RuntimeError) as err:
+            failures.append(f"error: {m_in.file} [{m_in.name}]: cannot draw ({str(err).splitlines()[0]})")
+            continue
+        kept.append((m_in, item.graph, mol))
+    failures += warnings
+    model = load_model(path)
     if not kept:
         return [], failures
     stems: dict[str, int] = {}
