@@ -81,12 +81,14 @@ def _xyz_items(path: Path) -> Iterable[Qm9Record | InputError]:
 
 
 def ingest(source: str, output: str | Path, rejects: str | Path, metrics: str | Path,
-           limit: int | None = None, seed: int = 0, on_error: str = "fail") -> IngestResult:
+           limit: int | None = None, seed: int = IngestParams.seed,
+           on_error: Literal["fail", "skip"] = IngestParams.on_error) -> IngestResult:
     """Read QM9 and write the table.
 
     Args:
         source: ``"qm9pack"``, or a path to ``dsgdb9nsd.xyz.tar.bz2``, a folder of its XYZ files, or one file.
-        limit: keep a seeded uniform sample of this many molecules (None: all).
+        limit: keep a seeded uniform sample of this many molecules (None: all). The stage's
+            values come from :class:`IngestParams`, whose defaults are the only ones stated.
         on_error: ``"fail"`` stops with a one-line error naming the first malformed record;
             ``"skip"`` leaves malformed records out. Either way all are listed in ``rejects``.
     """

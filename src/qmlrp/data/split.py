@@ -41,7 +41,8 @@ def assign_folds(ids: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return folds
 
 
-def split(features: str | Path, output: str | Path, metrics: str | Path, n_folds: int = 10, seed: int = 0) -> dict[str, object]:
+def split(features: str | Path, output: str | Path, metrics: str | Path, n_folds: int = SplitParams.n_folds,
+          seed: int = SplitParams.seed) -> dict[str, object]:
     """Write ``output`` (columns id, fold) for the featurized molecules and fold sizes to ``metrics``."""
     molecules = Path(features) / "molecules.parquet"
     ids = read_parquet(molecules, ["id"], hint="run `dvc repro featurize`").column("id").to_numpy()

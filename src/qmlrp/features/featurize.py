@@ -112,7 +112,8 @@ def _content_key(path: Path, chunk_size: int) -> str:
 
 
 def featurize_table(table: str | Path, output: str | Path, failures: str | Path, metrics: str | Path,
-                    workers: int = 2, chunk_size: int = 2000, scratch_root: str | Path = SCRATCH) -> dict[str, float]:
+                    workers: int = FeaturizeParams.workers, chunk_size: int = FeaturizeParams.chunk_size,
+                    scratch_root: str | Path = SCRATCH) -> dict[str, float]:
     """Featurize every molecule of the ingested table; return the metrics written to ``metrics``."""
     table = Path(table)
     if chunk_size <= 0 or workers <= 0:
