@@ -56,3 +56,12 @@ def test_corrupt_parquet_inputs_are_one_line(tmp_path):
     result = qmlrp("split", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: data/features/molecules.parquet: unreadable Parquet (truncated or corrupt?")
+
+
+def test_predict_is_registered_once_from_the_predict_module():
+    from qmlrp import cli
+
+    commands = [c for c in cli.app.registered_commands if c.name == "predict"]
+    assert len(commands) == 1 and commands[0].callback.__module__ == "qmlrp.training.predict"
+    names = [c.name for c in cli.app.registered_commands]
+    assert len(names) == len(set(names))
