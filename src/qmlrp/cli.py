@@ -33,6 +33,10 @@ def set_verbosity(verbose: bool) -> None:
                 os.environ.pop(key)
         else:
             os.environ.setdefault(key, value)
+    if verbose:
+        os.environ["QMLRP_VERBOSE"] = "1"  # library modules keep RDKit's log on
+    else:
+        os.environ.pop("QMLRP_VERBOSE", None)
     level = logging.INFO if verbose else logging.ERROR
     for name in ("tensorflow", "absl", "keras", "h5py", "jax"):
         logging.getLogger(name).setLevel(level)

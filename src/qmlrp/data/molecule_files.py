@@ -6,6 +6,7 @@ the other molecules of the call are still read.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def read_sdf(path: Path) -> tuple[list[MoleculeInput], list[Failure]]:
     """Molecules of an SDF file; records RDKit cannot parse become failures."""
     from rdkit import Chem, RDLogger
 
-    RDLogger.DisableLog("rdApp.*")
+    if not os.environ.get("QMLRP_VERBOSE"):  # set by `qmlrp --verbose`
+        RDLogger.DisableLog("rdApp.*")
     molecules: list[MoleculeInput] = []
     failures: list[Failure] = []
     try:

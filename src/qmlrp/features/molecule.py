@@ -14,6 +14,8 @@ The molecule is then sanitized and its stereochemistry assigned from the 3D coor
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from rdkit import Chem, RDLogger
 from rdkit.Chem import rdCIPLabeler, rdDetermineBonds
@@ -23,7 +25,8 @@ from qmlrp.errors import InputError
 from qmlrp.features.geometry import check_geometry
 from qmlrp.features.layout import ATOMIC_NUMBERS, MAX_ATOMS
 
-RDLogger.DisableLog("rdApp.*")
+if not os.environ.get("QMLRP_VERBOSE"):  # set by `qmlrp --verbose`
+    RDLogger.DisableLog("rdApp.*")
 
 COVALENT_RADII: dict[int, float] = {1: 0.31, 6: 0.76, 7: 0.71, 8: 0.66, 9: 0.57}
 """Angstrom (Cordero et al. 2008; sp3 carbon)."""
