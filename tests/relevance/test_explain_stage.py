@@ -4,6 +4,7 @@ ground-truth plumbing, and the ``qmlrp explain`` command."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from qmlrp.errors import QmlrpError
 from qmlrp.relevance.explain import ExplainConfig, run_explain
 from qmlrp.relevance.summary import FEATURE_TYPES
 
-from tests.relevance.test_model_lrp import randomised_model
+from tests.relevance.test_model_lrp import SMALL, randomised_model
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def workspace(tmp_path_factory) -> Path:
                     workers=1, chunk_size=40, scratch_root=root / "scratch")
     split(root / "features", root / "folds.parquet", root / "split.json", n_folds=5, seed=0)
     model = randomised_model(seed=4)
+    model.update_metadata(architecture=asdict(SMALL))  # what a model file records of its architecture
     model.head.target_scaling.set_statistics(75.0, 8.0)
     save_model(model, model_path(root / "models", "alpha", 0))
     return root
@@ -191,3 +193,14 @@ def test_explain_stage_deps_cover_every_imported_module(workspace: Path) -> None
     assert "src/qmlrp/relevance/explain.py" in modules and "src/qmlrp/models/gc.py" in modules
     uncovered = [m for m in modules if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in deps)]
     assert not uncovered, f"explain stage imports modules that dvc.yaml does not list as deps: {uncovered}"
+
+
+def test_output_selection_parsing() -> None:
+    from qmlrp.relevance.explain import parse_output
+
+    assert parse_output(None, "x") is None and parse_output("", "x") is None
+    assert parse_output(2, "x") == 2 and parse_output("2", "x") == 2
+    assert parse_output([1, 0, -2], "x") == (1.0, 0.0, -2.0) and parse_output("1,0,-2", "x") == (1.0, 0.0, -2.0)
+    assert ExplainConfig.from_params({"output": [0.5, 0.5]}).output == (0.5, 0.5)
+    with pytest.raises(QmlrpError, match="explain.output"):
+        ExplainConfig.from_params({"output": "first"})

@@ -26,15 +26,23 @@ def register(app: typer.Typer) -> None:
                                                           "and output unit; float32 may then be unstable)."),
         same_scale: bool = typer.Option(True, "--same-scale/--own-scale",
                                         help="One colour scale for all molecules, or one per molecule."),
+        output: str = typer.Option("", "--output", help="Vector heads: output index k, or coefficients "
+                                                        "'c0,c1,...' of sum_k c_k y_k."),
     ) -> None:
         """Per-molecule figures of the relevance (atoms and bonds, colour bar in the target's units)
         and one summary line each. Every file or molecule that cannot be read or featurized gets one
         error line; the others are still drawn; the exit status is 1 if any failed."""
-        from qmlrp.relevance.explain import explain_files
-
         if out.exists() and not out.is_dir():
             raise QmlrpError(f"--out {out}: is a file; give a folder for the pictures")
-        lines, problems = explain_files(files, target, rule, out, models_dir, fold, epsilon, plain, same_scale)
+        # featurizing forks crash-isolated children: do it before anything imports Keras / TensorFlow
+        from qmlrp.relevance.user_files import featurize_for_explain
+
+        featurized = featurize_for_explain(files, target)
+        from qmlrp.relevance.explain import explain_files, parse_output
+
+        selection = parse_output(output, "--output")
+        lines, problems = explain_files(files, target, rule, out, models_dir, fold, epsilon, plain, same_scale,
+                                        selection, featurized)
         for problem in problems:
             typer.echo(problem, err=True)
         for line in lines:

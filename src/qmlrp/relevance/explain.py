@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qmlrp.errors import InputError, QmlrpError
+from qmlrp.errors import QmlrpError
 from qmlrp.features.store import FeatureStore
 from qmlrp.io import write_csv, write_json
 from qmlrp.params import reject_unknown_keys
@@ -69,6 +69,7 @@ class ExplainConfig:
     gamma: float = 0.25
     composites: dict[str, Any] = field(default_factory=dict)
     stabilise: tuple[str, ...] = STABLE_LAYERS
+    output: Any = None
     outliers: dict[str, Any] = field(default_factory=lambda: {"k_mae": 3.0, "quantile": None})
     draw: dict[str, Any] = field(default_factory=lambda: {"ids": [], "count": 4, "same_scale": True})
     faithfulness: dict[str, Any] = field(default_factory=lambda: {"molecules": 200, "atom_steps": 8,
@@ -82,6 +83,7 @@ class ExplainConfig:
         for key in ("rules", "stabilise"):
             if key in values:
                 values[key] = tuple(values[key] or ())
+        values["output"] = parse_output(values.get("output"), "params.yaml explain.output")
         config = cls(**values)
         if config.molecules not in ("all", "test"):
             raise QmlrpError(f"params.yaml explain.molecules: {config.molecules!r} is not 'all' or 'test'")
@@ -103,6 +105,23 @@ class ExplainConfig:
             return resolve_rules(self.rules, self.epsilon, self.gamma, self.composites, self.stabilise)
         except (ValueError, KeyError) as err:
             raise QmlrpError(f"params.yaml explain: {err}") from None
+
+
+def parse_output(value: Any, where: str) -> int | tuple[float, ...] | None:
+    """Which output to explain: None, a unit index, or coefficients (a list, or text ``"1,0,-2"``)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        if isinstance(value, str):
+            parts = [p for p in value.split(",") if p.strip()]
+            return int(parts[0]) if len(parts) == 1 and "." not in parts[0] else tuple(float(p) for p in parts)
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, int):
+            return value
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise QmlrpError(f"{where}: {value!r} is not an output index or a list of coefficients") from None
 
 
 def _log(message: str) -> None:
@@ -165,7 +184,7 @@ def run_explain(
         outputs.append(forward(inputs))
         t_forward += time.perf_counter() - t0
         t0 = time.perf_counter()
-        explanations = lrp.explain_inputs(inputs, rules, batch.ids)
+        explanations = lrp.explain_inputs(inputs, rules, batch.ids, output=config.output)
         t_lrp += time.perf_counter() - t0
         for name, e in explanations.items():
             args = (e.atoms, e.pairs, e.atom_molecule, e.pair_molecule, e.n_molecules)
@@ -251,7 +270,7 @@ def run_explain(
     faith: dict[str, Any] = {}
     if sample.size:
         batch = store.batch(sample)
-        explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids)
+        explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids, output=config.output)
         attributions = {name: (e.atoms, e.pairs) for name, e in explanations.items()}
         attributions["gradient_x_input"] = gradient_times_input(model)(batch)
         aopc_rows, curves = faithfulness_table(batch, attributions, forward_function(model),
@@ -268,7 +287,7 @@ def run_explain(
     # -- pictures -----------------------------------------------------------------------------
     reference = dict(zip(store.ids.tolist(), y_all.tolist()))
     drawn = draw_molecules(store, table, lrp, rules, _draw_ids(store, config.draw, split.test), out / "molecules",
-                           spec.name, spec.units, reference, bool(config.draw.get("same_scale", True)))
+                           spec.name, spec.units, reference, bool(config.draw.get("same_scale", True)), config.output)
 
     metrics = {
         "target": target,
@@ -314,9 +333,11 @@ def molecule_picture(e: Any, m: int, title: str, target: str, units: str, rule: 
 
 def draw_molecules(store: FeatureStore, table: str | Path, lrp: Any, rules: Mapping[str, Composite],
                    ids: list[int], out: Path, target: str = "", units: str = "",
-                   reference: Mapping[int, float] | None = None, same_scale: bool = True) -> list[int]:
+                   reference: Mapping[int, float] | None = None, same_scale: bool = True,
+                   output: Any = None) -> list[int]:
     """Per-molecule figures ``<out>/<id>_<rule>.png`` for store molecules ``ids``; with
-    ``same_scale`` one colour scale per rule across the molecules drawn."""
+    ``same_scale`` one colour scale per rule across the molecules drawn; ``output`` as for
+    :meth:`~qmlrp.relevance.model_lrp.ModelLRP.explain_inputs`."""
     from qmlrp.features.molecule import build_molecule
     from qmlrp.models.inputs import batch_to_inputs
     from qmlrp.relevance.plots import molecule_figure
@@ -325,7 +346,7 @@ def draw_molecules(store: FeatureStore, table: str | Path, lrp: Any, rules: Mapp
         return []
     frame = pd.read_parquet(table, columns=["id", "smiles", "atomic_numbers", "coordinates"]).set_index("id")
     batch = store.batch(store.positions(ids))
-    explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids)
+    explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids, output=output)
     reference = reference or {}
     mols = []
     for mol_id in ids:
@@ -344,54 +365,46 @@ def draw_molecules(store: FeatureStore, table: str | Path, lrp: Any, rules: Mapp
 
 
 def explain_files(files: list[Path], target: str, rule: str, out: Path, models_dir: str | Path, fold: int = 0,
-                  epsilon: float = 0.1, plain: bool = False, same_scale: bool = True) -> tuple[list[str], list[str]]:
+                  epsilon: float = 0.1, plain: bool = False, same_scale: bool = True,
+                  output: int | tuple[float, ...] | None = None,
+                  featurized: tuple[Any, list[Any], list[str]] | None = None) -> tuple[list[str], list[str]]:
     """``qmlrp explain``: read (XYZ, SDF: what ``predict`` reads), featurize and explain every
     molecule of ``files``; figures ``<out>/<stem>_<target>_<rule>.png``.
 
-    Returns (one summary line per explained molecule, one error line per failed file or molecule
-    then one warning line per way a molecule lies outside QM9's ranges -- both for stderr).
-    Raises :class:`QmlrpError` for a bad target, rule or model (nothing can be drawn then).
+    ``featurized``: the result of :func:`qmlrp.relevance.user_files.featurize_for_explain` when the caller ran it already
+    (the CLI does, before anything loads Keras). Returns (one summary line per explained molecule,
+    one error line per failed file or molecule, then one warning line per way a molecule lies
+    outside QM9's ranges -- both for stderr). Raises :class:`QmlrpError` for a bad target, rule,
+    output or model (nothing can be drawn then).
     """
-    from qmlrp.features.molecule import build_molecule
     from qmlrp.features.pairs import make_batch
-    from qmlrp.features.user_inputs import featurize_files
-    from qmlrp.relevance.rules import get_rule, stable
-    from qmlrp.relevance.summary import ranking, type_relevance
-    from qmlrp.training.config import get_target
-
-    try:
-        spec = get_target(target)
-        comp = get_rule(rule, epsilon=epsilon)
-    except (ValueError, KeyError) as err:
-        raise QmlrpError(str(err).strip("'\"")) from None
-    composite = comp if plain else stable(comp, epsilon)
-    path = Path(models_dir) / spec.name / f"fold{fold}.keras"  # qmlrp.models.io.model_path, without loading Keras
-    if not path.is_file():
-        raise QmlrpError(f"{path}: model not found (run `dvc repro train` first)")
-    featurized, bad = featurize_files(files)  # what `predict` reads and checks; forks before TensorFlow loads
-    from qmlrp.models.io import load_model
+    from qmlrp.models.io import load_model, model_path
     from qmlrp.relevance.model_lrp import ModelLRP
     from qmlrp.relevance.plots import molecule_figure
-    failures = [f.line() for f in bad]
-    warnings = [f"warning: {f.molecule.file} [{f.molecule.name}]: {w}" for f in featurized for w in f.warnings]
-    kept = []
-    for item in featurized:
-        m_in = item.molecule
-        try:
-            mol, _ = build_molecule(m_in.atomic_numbers, m_in.coordinates, m_in.smiles, m_in.name)
-        except (InputError, ValueError, RuntimeError) as err:
-            failures.append(f"error: {m_in.file} [{m_in.name}]: cannot draw ({str(err).splitlines()[0]})")
-            continue
-        kept.append((m_in, item.graph, mol))
-    failures += warnings
-    model = load_model(path)
+    from qmlrp.relevance.rules import get_rule, stable
+    from qmlrp.relevance.summary import ranking, type_relevance
+
+    try:
+        comp = get_rule(rule, epsilon=epsilon)
+    except ValueError as err:
+        raise QmlrpError(str(err)) from None
+    composite = comp if plain else stable(comp, epsilon)
+    if featurized is None:
+        from qmlrp.relevance.user_files import featurize_for_explain
+
+        featurized = featurize_for_explain(files, target)
+    spec, kept, failures = featurized
+    model = load_model(model_path(models_dir, spec.name, fold))
     if not kept:
         return [], failures
     stems: dict[str, int] = {}
     for mol_in, _, _ in kept:
         stems[Path(mol_in.file).stem] = stems.get(Path(mol_in.file).stem, 0) + 1
     batch = make_batch([g for _, g, _ in kept], np.arange(len(kept)))
-    e = ModelLRP(model).explain(batch, composite, name=rule)
+    try:
+        e = ModelLRP(model).explain(batch, composite, name=rule, output=output)
+    except ValueError as err:  # an output the model does not have
+        raise QmlrpError(f"--output: {err}") from None
     types = type_relevance(e.atoms, e.pairs, e.atom_molecule, e.pair_molecule, e.n_molecules, absolute=True)
     pictures = [molecule_picture(e, m, f"{mol_in.name} ({Path(mol_in.file).name})", spec.name, spec.units,
                                  composite.describe(), None) for m, (mol_in, _, _) in enumerate(kept)]
