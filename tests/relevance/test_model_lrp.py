@@ -246,3 +246,42 @@ def test_vector_head_explained_per_output(name: str) -> None:
     combined = lrp.explain(batch, get_rule(name), output=coef)
     np.testing.assert_allclose(combined.output, y @ coef, rtol=1e-5)
     np.testing.assert_allclose(combined.atoms, sum(c * e.atoms for c, e in zip(coef, per_output)), rtol=1e-9, atol=1e-12)
+
+
+JAX_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from tests.relevance.test_model_lrp import randomised_model
+from qmlrp.models.inputs import random_batch
+from qmlrp.relevance.model_lrp import ModelLRP
+from qmlrp.relevance.rules import RULE_NAMES, get_rule, stable
+model = randomised_model()
+batch = random_batch([3, 7, 11, 2], seed=1)
+out = {}
+for dtype in ("float64", "float32"):
+    lrp = ModelLRP(model, dtype=dtype)
+    for name in RULE_NAMES:
+        e = lrp.explain(batch, stable(get_rule(name)))
+        out[dtype + name] = [str(e.atoms.dtype), float(e.relative_conservation_error().max())]
+print(json.dumps(out))
+"""
+
+
+def test_jax_backend_float64_and_float32() -> None:
+    """The same walk under JAX (as on the GPU machines): float64 exact, float32 within 1e-5."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("jax")
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1", TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(repo)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    for name in RULE_NAMES:
+        assert got["float64" + name][0] == "float64" and got["float64" + name][1] <= 1e-12, (name, got)
+        assert got["float32" + name][1] <= 1e-5, (name, got)

@@ -104,11 +104,12 @@ def folded_embedding(layer: AtomEmbedding, dtype: str) -> tuple[Array, Array]:
 def atom_embedding(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
     """Per-atom linear + BatchNorm: input atoms (n_atoms, d), output h (n_atoms, F).
 
-    The recorded output ``h`` is the folded map's pre-activation (there is no activation)."""
+    The pre-activation is recomputed from the folded map (one matmul) rather than taken from the
+    recorded BatchNorm output: backends compute BatchNorm their own way (JAX's float64 BatchNorm
+    differs from the fold by ~1e-7), and the rule's denominators must be the map it splits."""
     atoms = rec.inputs[0]
     kernel, bias = folded_embedding(rec.layer, ctx.dtype)
-    res = linear(ctx.rule(rec), [ctx.cast(atoms)], [kernel], bias, r_out[0], z=ctx.cast(rec.outputs),
-                 nonneg=[ctx.nonneg(atoms)])
+    res = linear(ctx.rule(rec), [ctx.cast(atoms)], [kernel], bias, r_out[0], nonneg=[ctx.nonneg(atoms)])
     return Propagated([res.inputs[0]] + [None] * (len(leaves(rec.inputs)) - 1), res.absorbed, res.bias)
 
 

@@ -243,6 +243,11 @@ class ModelLRP:
         self.dtype = keras.backend.standardize_dtype(np.dtype(dtype).name)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        if self.dtype == "float64" and keras.backend.backend() == "jax":
+            import jax
+
+            if not jax.config.jax_enable_x64:
+                raise ValueError("float64 LRP on JAX needs 64-bit arrays: set JAX_ENABLE_X64=1")
         self.model = as_float64(model) if self.dtype == "float64" else model
         self.compile = compile and keras.backend.backend() == "tensorflow"
         self.n_outputs = int(getattr(getattr(model, "head", None), "n_outputs", 1))
