@@ -40,17 +40,26 @@ def small_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(small_data) -> dict:
-    """Train alpha and zpve on folds 0 and 1 (2 epochs each); returns the run summaries."""
-    from qmlrp.training.train import train_fold
+    """Train alpha and zpve on folds 0 and 1 (2 epochs each) as one program, in a process running
+    Keras on JAX (the training engine's backend); returns the run summaries."""
+    import json
+    import os
+    import subprocess
+    import sys
 
     params = small_params(small_data)
     data = small_data / "data"
-    summaries = {}
-    for target in ("alpha", "zpve"):
-        for fold in FOLDS:
-            summaries[(target, fold)] = train_fold(
-                target, fold, params_path=params, features=data / "features", table=data / "qm9.parquet",
-                folds_path=data / "folds.parquet", models_dir=small_data / "models",
-                results_dir=small_data / "results", live_dir=small_data / "dvclive", log=False,
-            )
-    return summaries
+    script = (
+        "from qmlrp.training.backend import use_jax_backend; use_jax_backend()\n"
+        "from qmlrp.training.config import TrainConfig\n"
+        "from qmlrp.training.train import train_program\n"
+        f"train_program([(t, f) for t in ('alpha', 'zpve') for f in {FOLDS!r}], TrainConfig.load({str(params)!r}),"
+        f" features={str(data / 'features')!r}, table={str(data / 'qm9.parquet')!r},"
+        f" folds_path={str(data / 'folds.parquet')!r}, models_dir={str(small_data / 'models')!r},"
+        f" results_dir={str(small_data / 'results')!r}, live_dir={str(small_data / 'dvclive')!r}, log=False)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": "jax"},
+                          capture_output=True, text=True, timeout=1200, cwd=small_data)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {(t, f): json.loads((small_data / "results" / t / f"fold{f}" / "run.json").read_text())
+            for t in ("alpha", "zpve") for f in FOLDS}

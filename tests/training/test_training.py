@@ -21,15 +21,45 @@ def test_repository_params_parse():
     assert config.targets == ("alpha", "zpve") and config.folds == tuple(range(10))
     assert config.model.head_units == (2000,)
     assert EvaluateConfig.from_params(params["evaluate"]).thresholds == {"alpha": 0.227, "zpve": 0.00975}
-    with pytest.raises(QmlrpError, match="unknown keys"):
+    with pytest.raises(QmlrpError, match="unknown key 'learning_rat' .did you mean 'learning_rate'"):
         TrainConfig.from_params({**params["train"], "learning_rat": 1.0})
-    with pytest.raises(QmlrpError, match="loss"):
+    with pytest.raises(QmlrpError, match="train.loss: 'l3' is not one of"):
         TrainConfig.from_params({**params["train"], "loss": "l3"})
     with pytest.raises(QmlrpError, match="unknown target"):
         TrainConfig.from_params({**params["train"], "targets": ["gap"]})
-    with pytest.raises(QmlrpError, match="xla"):
-        TrainConfig.from_params({**params["train"], "xla": "sometimes"})
-    assert not config.use_xla(1620) and config.use_xla(105972)
+    with pytest.raises(QmlrpError, match="train.schedule: 'linear' is not one of 'plateau', 'cosine'"):
+        TrainConfig.from_params({**params["train"], "schedule": "linear"})
+    with pytest.raises(QmlrpError, match="train.model: unknown key 'head_unit'"):
+        TrainConfig.from_params({**params["train"], "model": {"head_unit": [10]}})
+    assert TrainConfig.from_params({**params["train"], "learning_rate": "1e-3"}).learning_rate == 1e-3
+
+
+def test_the_study_params_parse():
+    import yaml
+
+    from qmlrp.training.study import StudyConfig
+
+    study = REPO_PARAMS.parent / "studies" / "qm9-full" / "params.yaml"
+    config = TrainConfig.load(study)
+    assert config.targets == ("alpha", "zpve") and config.model.head_units == (2000,)
+    assert StudyConfig.load(study).compare_schedules == ("plateau",)
+    assert yaml.safe_load(study.read_text())["ingest"]["limit"] is None
+
+
+def test_schedules_known_values():
+    from qmlrp.training.schedule import CosineSchedule, PlateauSchedule
+
+    cosine = CosineSchedule(learning_rate=1e-3, epochs=11, warmup_epochs=1.0, min_learning_rate=1e-5)
+    assert cosine.rate(0, 0.0) == pytest.approx(4e-5)
+    assert cosine.rate(0, 0.5) == pytest.approx(4e-5 + 0.5 * (1e-3 - 4e-5))
+    assert cosine.rate(0, 1.0) == pytest.approx(1e-3)
+    assert cosine.rate(0, 6.0) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert cosine.rate(0, 11.0) == pytest.approx(1e-5)
+    plateau = PlateauSchedule(learning_rate=1e-3, factor=0.5, patience=2, min_learning_rate=3e-4)
+    for mae, expected in [(1.0, 1e-3), (0.99995, 1e-3), (0.9, 1e-3), (0.9, 1e-3), (0.95, 5e-4), (0.9, 5e-4),
+                          (0.9, 3e-4)]:
+        plateau.end_epoch(mae)
+        assert plateau.rate(0, 0.0) == pytest.approx(expected)
 
 
 def test_split_is_disjoint_and_matches_the_fold_file(small_data):
@@ -89,7 +119,7 @@ def test_train_writes_model_predictions_and_logs(small_data, trained):
         assert len(pd.read_csv(run / "history.csv")) == 2
         live = small_data / "dvclive" / target / f"fold{fold}"
         assert (live / "plots" / "metrics" / "val_mae.tsv").exists() and (live / "metrics.json").exists()
-        model = load_model(small_data / "models" / target / f"fold{fold}.keras")
+        model = load_model(small_data / "models" / target / f"fold{fold}.npz")
         assert model.metadata["target"] == target and model.metadata["fold"] == fold
         # the saved model reproduces the logged test predictions
         from qmlrp.features.store import FeatureStore
@@ -97,6 +127,8 @@ def test_train_writes_model_predictions_and_logs(small_data, trained):
 
         store = FeatureStore.open(small_data / "data" / "features")
         again = predict_positions(model, store, store.positions(predictions.id.to_numpy()), batch_size=7)
+        # (float16 kernels on disk: the reloaded model reproduces the recorded predictions, which
+        # were made by the reloaded weights too)
         np.testing.assert_allclose(again, predictions.y_pred, rtol=1e-5, atol=1e-5)
 
 
@@ -127,15 +159,3 @@ def test_evaluate_names_a_missing_run(small_data, trained, tmp_path):
     params = small_params(tmp_path, folds=[0, 5])
     with pytest.raises(QmlrpError, match="fold5"):
         evaluate(params, small_data / "results", tmp_path / "m.json", tmp_path / "plots", make_images=False)
-
-
-@pytest.mark.slow
-def test_xla_training_on_padded_batches(small_data, tmp_path):
-    from qmlrp.training.train import train_fold
-
-    data = small_data / "data"
-    params = small_params(tmp_path, xla=True, epochs=1, xla_atom_bucket=64, xla_pair_bucket=512)
-    summary = train_fold("zpve", 0, params_path=params, features=data / "features", table=data / "qm9.parquet",
-                         folds_path=data / "folds.parquet", models_dir=tmp_path / "models",
-                         results_dir=tmp_path / "results", live_dir=None, log=False)
-    assert np.isfinite(summary["test_mae"]) and summary["epochs_run"] == 1

@@ -93,6 +93,26 @@ class AtomEmbedding(keras.layers.Layer):
         return config
 
 
+def _memberships(h: Any, means: np.ndarray, stds: np.ndarray) -> Any:
+    """Soft memberships with a hand-written gradient (see :meth:`GaussianHistogram.memberships`)."""
+
+    @ops.custom_gradient
+    def forward(h: Any) -> Any:
+        diff = ops.expand_dims(h, -1) - ops.cast(means, h.dtype)
+        inv_var = ops.cast(1.0 / np.square(stds.astype(np.float64)), h.dtype)
+        m = ops.softmax(-0.5 * ops.square(diff) * inv_var, axis=-1)
+
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            if upstream is None:
+                (upstream,) = args
+            d_logits = m * (upstream - ops.sum(m * upstream, axis=-1, keepdims=True))
+            return ops.sum(d_logits * (-diff * inv_var), axis=-1)
+
+        return m, grad
+
+    return forward(h)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GaussianHistogram(keras.layers.Layer):
     """Soft histogram of atom features summed per molecule (no trainable weights).
@@ -108,9 +128,14 @@ class GaussianHistogram(keras.layers.Layer):
         self.n_gaussians = len(GAUSSIAN_MEMBERSHIPS)
 
     def memberships(self, h: Any) -> Any:
-        diff = ops.expand_dims(h, -1) - self.means
-        log_m = -0.5 * ops.square(diff / self.stds)
-        return ops.softmax(log_m, axis=-1)
+        """(..., F) -> (..., F, 11): softmax over the Gaussians of ``-(h - mu)^2 / (2 sigma^2)``.
+
+        The gradient is written out (``dm_k/dh = m_k ((mu_k - h)/sigma_k^2 - sum_l m_l (mu_l - h)/sigma_l^2)``)
+        so that the backward pass is one fused loop over the (atoms, F, 11) memberships instead of
+        the chain of broadcasts autodiff builds: 3x less CPU for the readout's training step on
+        XLA (measured in ``benchmarks/bench_train_step.py``); the forward values are unchanged.
+        """
+        return _memberships(h, self.means, self.stds)
 
     def call(self, h: Any, atom_molecule: Any, n_molecules: Any) -> Any:
         m = self.memberships(h)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from qmlrp.errors import QmlrpError
 from qmlrp.models.config import ModelConfig
-from qmlrp.params import reject_unknown_keys, stage_params
+from qmlrp.params import parse_section, stage_params
 
 RESULTS = Path("results")
 """Per-run test predictions, learning history and summary: ``results/<target>/fold<k>/``."""
@@ -42,7 +42,15 @@ def get_target(name: str) -> Target:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``params.yaml`` section ``train`` (see the module docstring for the choices)."""
+    """``params.yaml`` section ``train`` (see :mod:`qmlrp.training.engine` for the loop).
+
+    ``learning_rate`` is Adam's (peak, for ``cosine``); ``schedule`` is ``plateau`` (halve on a
+    validation plateau) or ``cosine`` (``warmup_epochs`` of linear warm-up, then cosine decay to
+    ``min_learning_rate`` at ``epochs``); ``ema_decay`` keeps an exponential moving average of the
+    weights (per step) and validates/saves it instead; ``batches`` is ``host`` (ragged batches
+    built on the CPU), ``device`` (the whole store on the accelerator) or ``auto`` (device on a
+    GPU); ``checkpoint_minutes`` is how often a resumable checkpoint is written.
+    """
 
     targets: tuple[str, ...] = ("alpha", "zpve")
     folds: tuple[int, ...] = tuple(range(10))
@@ -51,45 +59,35 @@ class TrainConfig:
     max_train_molecules: int | None = None
     batch_size: int = 64
     epochs: int = 100
-    loss: str = "mae"
+    loss: Literal["mae", "mse", "huber"] = "mae"
     learning_rate: float = 1e-3
+    schedule: Literal["plateau", "cosine"] = "plateau"
+    warmup_epochs: float = 1.0
     lr_factor: float = 0.5
     lr_patience: int = 5
     min_learning_rate: float = 1e-5
+    ema_decay: float | None = None
     early_stopping_patience: int = 12
     time_limit_minutes: float | None = None
     scaling_sample: int = 5000
-    xla: bool | str = "auto"
-    xla_min_molecules: int = 20000
+    batches: Literal["host", "device", "auto"] = "auto"
+    checkpoint_minutes: float = 10.0
     xla_atom_bucket: int = 64
     xla_pair_bucket: int = 1024
     model: ModelConfig = field(default_factory=ModelConfig)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
-        reject_unknown_keys("train", params, set(cls.__dataclass_fields__))
-        values = dict(params)
-        try:
-            values["model"] = ModelConfig.from_params(dict(values.get("model") or {}))
-        except (TypeError, ValueError) as err:
-            raise QmlrpError(f"params.yaml train.model: {err}") from None
-        for key in ("targets", "folds"):
-            if key in values:
-                values[key] = tuple(values[key])
-        config = cls(**values)
-        if config.loss not in LOSSES:
-            raise QmlrpError(f"params.yaml train.loss: {config.loss!r} is not one of {', '.join(LOSSES)}")
+    def from_params(cls, params: dict[str, Any], section: str = "train") -> TrainConfig:
+        config = parse_section(cls, section, params)
         if config.epochs < 1 or config.batch_size < 1:
-            raise QmlrpError("params.yaml train: epochs and batch_size must be positive")
+            raise QmlrpError(f"params.yaml {section}: epochs and batch_size must be positive")
+        if not 0.0 < config.validation_fraction < 1.0:
+            raise QmlrpError(f"params.yaml {section}.validation_fraction: must be in (0, 1)")
+        if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
+            raise QmlrpError(f"params.yaml {section}.ema_decay: must be in (0, 1) or null")
         for name in config.targets:
             get_target(name)
-        if config.xla not in (True, False, "auto"):
-            raise QmlrpError(f"params.yaml train.xla: {config.xla!r} is not true, false or auto")
         return config
-
-    def use_xla(self, n_train: int) -> bool:
-        """XLA on bucket-padded batches: always (true), never (false), or for large runs (auto)."""
-        return self.xla is True or (self.xla == "auto" and n_train >= self.xla_min_molecules)
 
     @classmethod
     def load(cls, params_path: str | Path) -> TrainConfig:

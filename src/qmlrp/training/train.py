@@ -1,161 +1,181 @@
-"""Stage ``train``: one target x one fold -> ``models/<target>/fold<k>.keras`` + test predictions.
+"""Stage ``train`` (one target x one fold) and the study's program (many of them at once).
 
 Protocol (Faber et al. 2017, 10-fold cross-validation): train on the nine other folds, minus a
 seeded ``validation_fraction`` held out for early stopping and the learning-rate schedule; test on
-the fold. Choices where the papers are silent or we deviate (all in ``params.yaml`` ``train``):
+the fold. The loop itself is :func:`qmlrp.training.engine.fit`; this module turns folds into
+:class:`ModelRun` s and writes what a run leaves behind:
 
-* Loss on the *standardised* target (training-split mean/sd), MAE by default: the reported metric
-  is MAE, and L1 is robust to the few QM9 outliers; ``mse`` and ``huber`` are available.
-* Adam (Kearnes et al. 2016 used Adam too), learning rate 1e-3 by default, halved when the
-  validation MAE has not improved for ``lr_patience`` epochs (reduce-on-plateau: no schedule
-  length to tune as the data size changes), floor ``min_learning_rate``.
-* Early stopping on validation MAE with ``early_stopping_patience``; the best epoch's weights are
-  restored before saving and testing. ``time_limit_minutes`` stops cleanly between epochs.
-* Batch size 64 molecules (ragged: ~1150 atoms, ~10k pairs per step).
-* ``xla`` compiles the training step with XLA (TensorFlow); batches are then padded to bucketed
-  sizes (``xla_atom_bucket``, ``xla_pair_bucket``) so that only a handful of shapes are compiled.
-  ``auto`` (default) turns it on from ``xla_min_molecules`` training molecules: for full QM9 the
-  one-off compiles (~1 min) buy ~1.5x less CPU per epoch; for the small default they would
-  dominate. The JAX backend always gets padded batches (it compiles per shape).
+* ``models/<target>/fold<k>.npz`` -- the weights (:func:`qmlrp.models.io.save_model`);
+* ``results/<target>/fold<k>/predictions.csv`` (id, y_true, y_pred in target units),
+  ``history.csv`` (one row per epoch) and ``run.json`` (test MAE, epochs, time, hardware);
+* ``dvclive/<target>/fold<k>/`` -- the learning curves as dvclive logs.
+
+Choices where the papers are silent (all in ``params.yaml`` ``train``): the loss is the MAE of the
+standardised target (the reported metric is MAE; L1 is robust to QM9's few outliers); Adam;
+``schedule`` plateau (halve on a plateau) or cosine (warm-up + cosine decay); early stopping on the
+validation MAE with the best epoch's weights kept; batch size 64 molecules (~1150 atoms, ~10k pairs).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
+import platform
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
 
 from qmlrp.features.store import FeatureStore
 from qmlrp.io import write_csv, write_json
-from qmlrp.models.gc import build_model
-from qmlrp.models.io import inference_function, model_path, save_model
 from qmlrp.paths import FEATURES, FOLDS, MODELS, QM9_TABLE
 from qmlrp.training.config import DVCLIVE, RESULTS, TrainConfig, get_target
-from qmlrp.training.data import BatchStream, Padding, feature_sample, load_targets, make_split
+from qmlrp.training.data import Split, load_targets, make_split
+from qmlrp.training.engine import FitResult, ModelRun, fit
 
 
+def hardware() -> dict[str, Any]:
+    """Where a run ran: CPU model and count, accelerator (JAX's view)."""
+    import jax
 
-@keras.saving.register_keras_serializable(package="qmlrp")
-class StandardizedLoss(keras.losses.Loss):
-    """MAE/MSE/Huber of ``(y_pred - y_true) / scale``: the loss on the standardised target while
-    the model itself returns the target's units. Shapes (n, 1)."""
-
-    def __init__(self, kind: str = "mae", scale: float = 1.0, name: str | None = None, **kwargs: Any) -> None:
-        super().__init__(name=name or f"standardized_{kind}", **kwargs)
-        self.kind = kind
-        self.scale = float(scale)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        d = (y_pred - y_true) / self.scale
-        if self.kind == "mae":
-            per = keras.ops.abs(d)
-        elif self.kind == "mse":
-            per = keras.ops.square(d)
-        else:  # huber with delta 1 standard deviation
-            a = keras.ops.abs(d)
-            per = keras.ops.where(a <= 1.0, 0.5 * keras.ops.square(d), a - 0.5)
-        return keras.ops.mean(per, axis=-1)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(kind=self.kind, scale=self.scale)
-        return config
+    devices = jax.devices()
+    return {"platform": jax.default_backend(), "devices": [d.device_kind for d in devices],
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "jax": jax.__version__}
 
 
-class TrainingMonitor(keras.callbacks.Callback):
-    """Early stopping on ``val_mae`` keeping the best weights, a wall-clock limit, and logging of
-    every epoch to dvclive and to stderr."""
-
-    def __init__(self, live: Any, patience: int, time_limit_s: float | None, log: bool = True) -> None:
-        super().__init__()
-        self.live = live
-        self.patience = patience
-        self.time_limit_s = time_limit_s
-        self.log = log
-        self.best = math.inf
-        self.best_epoch = -1
-        self.best_weights: list[np.ndarray] | None = None
-        self.epochs_run = 0
-        self.stop_reason = "max epochs"
-        self.history: list[dict[str, float]] = []
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.start = time.perf_counter()
-        self.epoch_start = self.start
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = dict(logs or {})
-        now = time.perf_counter()
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = {
-            "epoch": epoch + 1,
-            "loss": float(logs.get("loss", math.nan)),
-            "train_mae": float(logs.get("mae", math.nan)),
-            "val_mae": float(logs.get("val_mae", math.nan)),
-            "learning_rate": lr,
-            "epoch_seconds": now - self.epoch_start,
-        }
-        self.history.append(row)
-        self.epochs_run = epoch + 1
-        if self.live is not None:
-            for key in ("loss", "train_mae", "val_mae", "learning_rate", "epoch_seconds"):
-                self.live.log_metric(key, row[key])
-            self.live.next_step()
-        if row["val_mae"] < self.best:
-            self.best, self.best_epoch = row["val_mae"], epoch + 1
-            self.best_weights = self.model.get_weights()
-        if self.log:
-            print(
-                f"epoch {epoch + 1:4d}  loss {row['loss']:.4f}  train_mae {row['train_mae']:.5g}  "
-                f"val_mae {row['val_mae']:.5g}  lr {lr:.2e}  {row['epoch_seconds']:.1f}s",
-                file=sys.stderr,
-                flush=True,
-            )
-        if epoch + 1 - self.best_epoch >= self.patience:
-            self.stop_reason = f"early stopping (no val_mae improvement for {self.patience} epochs)"
-            self.model.stop_training = True
-        elif self.time_limit_s is not None and now - self.start + row["epoch_seconds"] > self.time_limit_s:
-            self.stop_reason = "time limit"
-            self.model.stop_training = True
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+def fold_run(store: FeatureStore, table: str | Path, folds_path: str | Path, target_name: str, fold: int,
+             config: TrainConfig, tag: str = "") -> tuple[ModelRun, Split]:
+    """The :class:`ModelRun` of ``target_name`` tested on ``fold`` (and its split)."""
+    target = get_target(target_name)
+    y = load_targets(store, table, target)
+    split = make_split(store, folds_path, fold, config.validation_fraction, config.seed, config.max_train_molecules)
+    metadata = {"target": target.name, "column": target.column, "units": target.units, "fold": int(fold),
+                "n_train": int(split.train.size), "n_validation": int(split.validation.size),
+                "n_test": int(split.test.size), "architecture": asdict(config.model)}
+    name = f"{target.name}/fold{fold}" + (f"/{tag}" if tag else "")
+    return ModelRun(name, target, y, split.train, split.validation, int(config.seed) + int(fold), metadata), split
 
 
-def open_live(live_dir: str | Path, target: str, fold: int, metadata: dict[str, Any]) -> Any:
-    """dvclive logger for ``live_dir/<target>/fold<k>`` (no DVC experiment, no dvc.yaml edits).
+def predict_positions(model: Any, store: FeatureStore, positions: np.ndarray, batch_size: int) -> np.ndarray:
+    """(len(positions),) predictions in target units, in the order of ``positions``."""
+    from qmlrp.models.inputs import batch_to_inputs
+    from qmlrp.models.io import inference_function
 
-    dvclive 3.x raises in a Git repository without commits (``scm.get_rev()``); training then goes
-    on without it (``results/.../history.csv`` holds the same curves) after a warning.
-    """
+    forward = inference_function(model)
+    out = [forward(batch_to_inputs(store.batch(positions[s:s + batch_size])))
+           for s in range(0, positions.size, batch_size)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def write_run(result: FitResult, run: ModelRun, split: Split, store: FeatureStore, config: TrainConfig,
+              model_file: Path, run_dir: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save the model, predict the test fold with the saved file, write predictions/history/run.json.
+
+    ``test_mae`` is the published (float16-kernel) model's; ``test_mae_float32_weights`` the same
+    model before rounding, so that the cost of the compact format is on record."""
+    from qmlrp.models.io import load_model, save_model
+
+    save_model(result.model, model_file)
+    # The record is the published file's: predict with the model as loaded back (float16 kernels).
+    y_pred = predict_positions(load_model(model_file), store, split.test, 256)
+    y_true = run.y[split.test]
+    test_mae = float(np.mean(np.abs(y_pred - y_true)))
+    y_full = predict_positions(result.model, store, split.test, 256)
+    test_mae_float32 = float(np.mean(np.abs(y_full - y_true)))
+    write_csv(pd.DataFrame({"id": store.ids[split.test], "y_true": y_true, "y_pred": y_pred}),
+              run_dir / "predictions.csv")
+    write_csv(pd.DataFrame(result.history), run_dir / "history.csv")
+    epochs = max(result.epochs_run, 1)
+    summary = {
+        **{k: v for k, v in run.metadata.items() if k != "architecture"},
+        "test_mae": test_mae,
+        "test_mae_float32_weights": test_mae_float32,
+        "model_bytes": model_file.stat().st_size,
+        "best_val_mae": result.best_val_mae,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stop_reason": result.stop_reason,
+        "schedule": config.schedule,
+        "fit_seconds": result.fit_seconds,
+        "seconds_per_epoch": round(result.fit_seconds / epochs, 2),
+        "target_mean": result.target_mean,
+        "target_std": result.target_std,
+        "model": str(model_file),
+        **(extra or {}),
+    }
+    write_json(summary, run_dir / "run.json")
+    return summary
+
+
+def _live_logger(live_dir: Path | None, runs: Sequence[ModelRun]) -> tuple[Any, list[Any]]:
+    """dvclive loggers, one per run (None where dvclive cannot start, e.g. a Git repo without commits)."""
+    if live_dir is None:
+        return None, []
     from dvclive import Live
 
-    try:
-        live = Live(dir=str(Path(live_dir) / target / f"fold{fold}"), save_dvc_exp=False, dvcyaml=False)
-    except Exception as err:  # noqa: BLE001 - dvclive/scmrepo errors have no common base class
-        print(f"warning: dvclive disabled ({err.__class__.__name__}: {err})", file=sys.stderr)
-        return None
-    live.log_params(metadata)
-    return live
+    lives = []
+    for run in runs:
+        try:
+            live = Live(dir=str(Path(live_dir) / run.name), save_dvc_exp=False, dvcyaml=False)
+            live.log_params({k: v for k, v in run.metadata.items() if k != "architecture"})
+        except Exception as err:  # noqa: BLE001 - dvclive/scmrepo errors have no common base class
+            print(f"warning: dvclive disabled for {run.name} ({err.__class__.__name__}: {err})", file=sys.stderr)
+            live = None
+        lives.append(live)
+
+    def on_epoch(k: int, row: dict[str, float]) -> None:
+        if lives[k] is not None:
+            for key in ("loss", "train_mae", "val_mae", "learning_rate", "epoch_seconds"):
+                lives[k].log_metric(key, row[key])
+            lives[k].next_step()
+
+    return on_epoch, lives
 
 
-def predict_positions(model: keras.Model, store: FeatureStore, positions: np.ndarray, batch_size: int) -> np.ndarray:
-    """(len(positions),) predictions in target units, in the order of ``positions``."""
-    stream = BatchStream(store, positions, None, batch_size=batch_size)
-    forward = inference_function(model)
-    out = [forward(inputs) for inputs, _ in stream]
-    return np.concatenate(out) if out else np.zeros(0)
+def train_program(
+    jobs: Sequence[tuple[str, int]],
+    config: TrainConfig,
+    features: str | Path = FEATURES,
+    table: str | Path = QM9_TABLE,
+    folds_path: str | Path = FOLDS,
+    models_dir: str | Path = MODELS,
+    results_dir: str | Path = RESULTS,
+    live_dir: str | Path | None = DVCLIVE,
+    checkpoint: str | Path | None = None,
+    log: bool = True,
+) -> list[dict[str, Any]]:
+    """Train every ``(target, fold)`` of ``jobs`` in one program; write each run; the summaries."""
+    t0 = time.perf_counter()
+    store = FeatureStore.open(features)
+    pairs = [fold_run(store, table, folds_path, target, fold, config) for target, fold in jobs]
+    runs = [p[0] for p in pairs]
+    on_epoch, lives = _live_logger(Path(live_dir) if live_dir is not None else None, runs)
+    results = fit(store, runs, config, checkpoint=checkpoint, on_epoch=on_epoch, log=log)
+    where = hardware()
+    summaries = []
+    for (target, fold), result, (run, split) in zip(jobs, results, pairs):
+        from qmlrp.models.io import model_path
+
+        summary = write_run(result, run, split, store, config, model_path(models_dir, target, fold),
+                            Path(results_dir) / target / f"fold{fold}",
+                            {"models_in_program": len(runs), "hardware": where,
+                             "total_seconds": round(time.perf_counter() - t0, 1)})
+        summaries.append(summary)
+    for live, summary in zip(lives, summaries):
+        if live is not None:
+            live.summary.update({"test_mae": summary["test_mae"], "best_epoch": summary["best_epoch"]})
+            live.end()
+    if log:
+        for s in summaries:
+            print(json.dumps({k: s[k] for k in ("target", "fold", "test_mae", "best_epoch", "epochs_run",
+                                                "fit_seconds")}), file=sys.stderr)
+    return summaries
 
 
 def train_fold(
@@ -171,84 +191,12 @@ def train_fold(
     config: TrainConfig | None = None,
     log: bool = True,
 ) -> dict[str, Any]:
-    """Train one model; write the model, test predictions and a run summary. Returns the summary.
-
-    Outputs: ``models_dir/<target>/fold<k>.keras``; ``results_dir/<target>/fold<k>/predictions.csv``
-    (id, y_true, y_pred in target units) and ``run.json``; dvclive logs in
-    ``live_dir/<target>/fold<k>/`` (skipped when ``live_dir`` is None).
-    """
+    """Train one model (the per-fold DVC stage of the small default); returns its summary."""
     config = config or TrainConfig.load(params_path)
-    target = get_target(target_name)
-    t0 = time.perf_counter()
-    keras.utils.set_random_seed(int(config.seed) + int(fold))
-    store = FeatureStore.open(features)
-    y = load_targets(store, table, target)
-    split = make_split(store, folds_path, fold, config.validation_fraction, config.seed, config.max_train_molecules)
-    mean, std = float(np.mean(y[split.train])), float(np.std(y[split.train]))
+    return train_program([(target_name, int(fold))], config, features, table, folds_path, models_dir,
+                         results_dir, live_dir, log=log)[0]
 
-    metadata = {
-        "target": target.name,
-        "column": target.column,
-        "units": target.units,
-        "fold": int(fold),
-        "n_train": int(split.train.size),
-        "n_validation": int(split.validation.size),
-        "n_test": int(split.test.size),
-    }
-    model = build_model(config.model, metadata=metadata)
-    model.head.target_scaling.set_statistics(mean, std)
-    model.input_layer.adapt(*feature_sample(store, split.train, config.scaling_sample, config.seed))
-    # JAX compiles every step for its input shapes: it always gets bucket-padded batches.
-    static = config.use_xla(split.train.size) or keras.backend.backend() == "jax"
-    padding = Padding(config.xla_atom_bucket, config.xla_pair_bucket) if static else None
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss=StandardizedLoss(config.loss, std),
-        weighted_metrics=[keras.metrics.MeanAbsoluteError(name="mae")],
-        jit_compile=static,
-    )
-    train_ds = BatchStream(store, split.train, y, config.batch_size, shuffle=True, seed=config.seed + fold,
-                           padding=padding).to_backend_dataset()
-    val_ds = BatchStream(store, split.validation, y, config.batch_size, padding=padding).to_backend_dataset()
 
-    live = open_live(live_dir, target.name, fold, metadata) if live_dir is not None else None
-    time_limit = None if config.time_limit_minutes is None else 60.0 * float(config.time_limit_minutes)
-    monitor = TrainingMonitor(live, config.early_stopping_patience, time_limit, log=log)
-    plateau = keras.callbacks.ReduceLROnPlateau(
-        monitor="val_mae", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_learning_rate
-    )
-    t_fit = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[plateau, monitor], verbose=0, shuffle=False)
-    fit_seconds = time.perf_counter() - t_fit
-
-    path = model_path(models_dir, target.name, fold)
-    save_model(model, path)
-    y_pred = predict_positions(model, store, split.test, config.batch_size)
-    y_true = y[split.test]
-    test_mae = float(np.mean(np.abs(y_pred - y_true)))
-    run_dir = Path(results_dir) / target.name / f"fold{fold}"
-    write_csv(pd.DataFrame({"id": store.ids[split.test], "y_true": y_true, "y_pred": y_pred}), run_dir / "predictions.csv")
-    summary = {
-        **metadata,
-        "test_mae": test_mae,
-        "best_val_mae": float(monitor.best),
-        "best_epoch": int(monitor.best_epoch),
-        "epochs_run": int(monitor.epochs_run),
-        "stop_reason": monitor.stop_reason,
-        "fit_seconds": round(fit_seconds, 1),
-        "total_seconds": round(time.perf_counter() - t0, 1),
-        "train_molecules_per_second": round(split.train.size * monitor.epochs_run / fit_seconds, 1),
-        "xla": bool(static),
-        "target_mean": mean,
-        "target_std": std,
-        "model": str(path),
-    }
-    write_json(summary, run_dir / "run.json")
-    write_csv(pd.DataFrame(monitor.history), run_dir / "history.csv")
-    if live is not None:
-        live.summary.update({"test_mae": test_mae, "best_epoch": int(monitor.best_epoch)})
-        live.end()
-    if log:
-        print(json.dumps({k: summary[k] for k in ("target", "fold", "test_mae", "best_epoch", "epochs_run", "fit_seconds")}),
-              file=sys.stderr)
-    return summary
+def with_overrides(config: TrainConfig, **values: Any) -> TrainConfig:
+    """``config`` with some fields replaced (e.g. a schedule variant)."""
+    return replace(config, **values)

@@ -1,0 +1,142 @@
+"""Cases of the JAX training engine; run by ``test_engine.py`` in a process with KERAS_BACKEND=jax
+(Keras picks its backend once per process, and the test session runs TensorFlow).
+
+``QMLRP_SMALL_DATA`` points at the small QM9 sample (``data/{features,qm9.parquet,folds.parquet}``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["KERAS_BACKEND"] = "jax"
+
+from qmlrp.errors import QmlrpError  # noqa: E402
+from qmlrp.features.store import FeatureStore  # noqa: E402
+from qmlrp.training.config import TrainConfig  # noqa: E402
+from qmlrp.training.engine import ModelRun, fit  # noqa: E402
+from qmlrp.training.train import fold_run  # noqa: E402
+
+DATA = Path(os.environ.get("QMLRP_SMALL_DATA", "")) / "data"
+SMALL_MODEL = {"head_units": [64], "embedding_width": 16, "atom_width": 16, "pair_width": 16,
+               "atom_hidden": 16, "pair_hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def store() -> FeatureStore:
+    return FeatureStore.open(DATA / "features")
+
+
+def config(**values: object) -> TrainConfig:
+    base = {"epochs": 2, "batch_size": 8, "model": SMALL_MODEL, "batches": "host", "checkpoint_minutes": 0.0,
+            "xla_atom_bucket": 32, "xla_pair_bucket": 256}
+    return TrainConfig.from_params({**base, **values})
+
+
+def run(store: FeatureStore, target: str, fold: int, cfg: TrainConfig) -> ModelRun:
+    return fold_run(store, DATA / "qm9.parquet", DATA / "folds.parquet", target, fold, cfg)[0]
+
+
+def weights(result) -> list[np.ndarray]:  # noqa: ANN001
+    return [np.asarray(v.value) for v in result.model.weights]
+
+
+def test_k_models_at_once_equal_separate_runs(store: FeatureStore) -> None:
+    cfg = config()
+    a, b = run(store, "alpha", 0, cfg), run(store, "zpve", 1, cfg)
+    together = fit(store, [a, b], cfg, log=False)
+    alone = [fit(store, [a], cfg, log=False)[0], fit(store, [b], cfg, log=False)[0]]
+    # Padding to the larger batch of the two changes float summation order; Adam's normalised
+    # step (lr * m / sqrt(v)) turns round-off in near-zero gradients into differences of up to
+    # ~lr per step, so weights agree to a few lr, and the validation MAE to 1e-3.
+    steps = cfg.epochs * -(-a.train.size // cfg.batch_size)
+    for joint, single in zip(together, alone):
+        np.testing.assert_allclose([r["val_mae"] for r in joint.history], [r["val_mae"] for r in single.history],
+                                   rtol=1e-3)
+        worst = max(float(np.max(np.abs(w1 - w2))) for w1, w2 in zip(weights(joint), weights(single)))
+        assert worst < 2 * cfg.learning_rate * steps, worst
+    assert together[0].history[0]["val_mae"] != together[1].history[0]["val_mae"]
+
+
+def test_overfits_a_tiny_set(store: FeatureStore) -> None:
+    cfg = config(epochs=150, learning_rate=3e-3, early_stopping_patience=150, model={**SMALL_MODEL, "head_units": [128]})
+    base = run(store, "alpha", 0, cfg)
+    tiny = base.train[:16]
+    result = fit(store, [replace(base, train=tiny, validation=tiny)], cfg, log=False)[0]
+    sd = float(np.std(base.y[tiny]))
+    assert result.best_val_mae < 0.05 * sd, (result.best_val_mae, sd)
+    assert result.history[0]["val_mae"] > 5 * result.best_val_mae
+
+
+def test_device_batches_give_the_host_result(store: FeatureStore) -> None:
+    cfg = config(epochs=1)
+    a = run(store, "zpve", 0, cfg)
+    host = fit(store, [a], cfg, log=False, source="host")[0]
+    device = fit(store, [a], cfg, log=False, source="device")[0]
+    np.testing.assert_allclose(device.history[0]["val_mae"], host.history[0]["val_mae"], rtol=1e-3)
+    steps = -(-a.train.size // cfg.batch_size)
+    worst = max(float(np.max(np.abs(w1 - w2))) for w1, w2 in zip(weights(device), weights(host)))
+    assert worst < 2 * cfg.learning_rate * steps, worst
+
+
+def test_resumes_after_a_kill_with_nothing_finished_lost(store: FeatureStore, tmp_path: Path) -> None:
+    cfg = config(epochs=3)
+    a, b = run(store, "alpha", 0, cfg), run(store, "zpve", 0, replace(cfg, seed=7))
+    reference = fit(store, [a, b], cfg, log=False)
+    ckpt = tmp_path / "program.npz"
+
+    def kill(k: int, row: dict) -> None:
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(store, [a, b], cfg, checkpoint=ckpt, on_epoch=kill, log=False)
+    assert ckpt.exists()
+    seen: list[int] = []
+    resumed = fit(store, [a, b], cfg, checkpoint=ckpt, on_epoch=lambda k, row: seen.append(row["epoch"]), log=False)
+    assert seen == [3, 3]  # epochs 1 and 2 came from the checkpoint
+    for r1, r2 in zip(resumed, reference):
+        assert [h["val_mae"] for h in r1.history] == pytest.approx([h["val_mae"] for h in r2.history], rel=1e-6)
+        for w1, w2 in zip(weights(r1), weights(r2)):
+            np.testing.assert_allclose(w1, w2, rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoint_of_another_configuration_is_refused(store: FeatureStore, tmp_path: Path) -> None:
+    cfg = config(epochs=1)
+    a = run(store, "alpha", 0, cfg)
+    fit(store, [a], cfg, checkpoint=tmp_path / "p.npz", log=False)
+    with pytest.raises(QmlrpError, match="checkpoint of another configuration"):
+        fit(store, [a], replace(cfg, learning_rate=0.01), checkpoint=tmp_path / "p.npz", log=False)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(QmlrpError, match="bad.npz: unreadable checkpoint"):
+        fit(store, [a], cfg, checkpoint=tmp_path / "bad.npz", log=False)
+
+
+def test_weights_file_is_compact_deterministic_and_reloads(store: FeatureStore, tmp_path: Path) -> None:
+    from qmlrp.models.io import load_model, save_model
+    from qmlrp.training.train import predict_positions
+
+    cfg = config(epochs=1)
+    a = run(store, "alpha", 0, cfg)
+    model = fit(store, [a], cfg, log=False)[0].model
+    save_model(model, tmp_path / "one.npz")
+    save_model(model, tmp_path / "two.npz")
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    save_model(model, tmp_path / "full.npz", half=False)
+    loaded, full = load_model(tmp_path / "one.npz"), load_model(tmp_path / "full.npz")
+    positions = np.arange(len(store))
+    y32 = predict_positions(model, store, positions, 16)
+    np.testing.assert_allclose(predict_positions(full, store, positions, 16), y32, rtol=1e-6)
+    half = predict_positions(loaded, store, positions, 16)
+    assert np.max(np.abs(half - y32)) < 1e-2 * float(np.std(a.y)), np.max(np.abs(half - y32))
+    assert loaded.metadata["target"] == "alpha"
+
+
+def test_engine_refuses_other_backends_by_name() -> None:
+    import keras
+
+    assert keras.backend.backend() == "jax"
