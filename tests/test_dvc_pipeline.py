@@ -32,3 +32,8 @@ def test_repro_push_pull(tmp_path):
         assert filecmp.cmp(repo / path, clone / path, shallow=False), path
     metrics = run(["dvc", "metrics", "show", "--json"], clone)
     assert "n_featurized" in metrics
+    # byte-code caches beside the sources (any `import qmlrp` makes them) are not dependencies
+    (clone / "src/qmlrp/data/__pycache__").mkdir(exist_ok=True)
+    (clone / "src/qmlrp/data/__pycache__/stray.cpython-311.pyc").write_bytes(b"\0" * 16)
+    status = run(["dvc", "status", "split"], clone)
+    assert "changed" not in status and "modified" not in status, status

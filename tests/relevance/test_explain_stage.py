@@ -96,10 +96,20 @@ def test_ground_truth_plumbing(workspace: Path) -> None:
     row = pd.read_parquet(workspace / "qm9.parquet").set_index("id").loc[int(store.ids[0])]
     mol, _ = build_molecule(np.asarray(row["atomic_numbers"]), np.asarray(row["coordinates"]).reshape(-1, 3), row["smiles"])
     assert abs(Crippen.MolLogP(mol) - data.target[0]) < 1e-6
+    # the model of stage train_crippen (here random weights) and its split
+    from qmlrp.io import write_json
+    from qmlrp.models.io import save_model
+
+    crippen_dir = workspace / "models" / "crippen"
+    model = randomised_model(seed=5)
+    model.update_metadata(architecture=asdict(SMALL))
+    save_model(model, crippen_dir / "model.npz")
+    test_ids = [int(i) for i in store.ids[:10]]
+    write_json({"test_ids": test_ids}, crippen_dir / "split.json")
+    write_json({"n_train": 24, "n_validation": 6, "epochs_run": 1, "best_val_mae": 0.5}, crippen_dir / "run.json")
     summary, frame = run_ground_truth(store, workspace / "qm9.parquet", resolve_rules(["lrp0"]),
-                                      {"epochs": 1, "time_limit_minutes": 1, "test_fraction": 0.25, "seed": 1},
-                                      {"atom_width": 8, "pair_width": 8, "atom_hidden": 8, "pair_hidden": 8,
-                                       "embedding_width": 8, "head_units": [16]})
+                                      model_file=crippen_dir / "model.npz", results_dir=crippen_dir, seed=1)
+    assert summary["n_test"] == 10 and set(frame["id"]) == set(test_ids)
     assert set(summary["kendall_tau"]) == {"lrp0", "gradient_x_input", "random"}
     # the summary is the mean of the per-molecule tau in the frame (a check that can fail, unlike -1 <= tau <= 1)
     means = frame.groupby("method")["tau"].mean()

@@ -19,7 +19,7 @@ def test_repro_train_matrix_and_evaluate(tmp_path):
     for target in ("alpha", "zpve"):
         for fold in (0, 1):
             assert f"train@{target}-{fold}" in out
-            assert (repo / "models" / target / f"fold{fold}.keras").exists()
+            assert (repo / "models" / target / f"fold{fold}.npz").exists()
             assert (repo / "dvclive" / target / f"fold{fold}" / "metrics.json").exists()
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert metrics["alpha"]["n_folds"] == 2 and "pass" in metrics["zpve"]

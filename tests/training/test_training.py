@@ -151,6 +151,7 @@ def test_evaluate_metrics_and_plots(small_data, trained):
         assert (plots / "images" / f"parity_{target}.png").stat().st_size > 0
         assert (plots / "images" / f"learning_curves_{target}.png").stat().st_size > 0
     assert metrics["all_pass"] is False  # 2 epochs on 48 molecules
+    assert metrics["protocol"] == {"folds_run": 2, "folds_of_protocol": 10, "complete": False}
 
 
 def test_evaluate_names_a_missing_run(small_data, trained, tmp_path):

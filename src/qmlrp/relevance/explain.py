@@ -428,14 +428,15 @@ def run_ground_truth_stage(config: ExplainConfig, params_path: str | Path, featu
                            table: str | Path = QM9_TABLE, plots_dir: str | Path = PLOTS,
                            metrics_dir: str | Path = METRICS) -> dict[str, Any]:
     """The Crippen logP ground-truth experiment -> ``metrics/explain_crippen.json``."""
-    from qmlrp.params import load_params
     from qmlrp.relevance.ground_truth import run_ground_truth
 
-    settings = dict(config.ground_truth)
-    model_params = dict((load_params(params_path).get("train") or {}).get("model") or {})
-    model_params.update(settings.pop("model", None) or {})
+    unknown = set(config.ground_truth) - {"pair_share"}
+    if unknown:
+        raise QmlrpError(f"params.yaml explain.ground_truth: unknown keys {sorted(unknown)} (training settings of the "
+                         f"Crippen model live in the section train_crippen)")
     store = FeatureStore.open(features)
-    summary, frame = run_ground_truth(store, table, config.resolved_rules(), settings, model_params)
+    summary, frame = run_ground_truth(store, table, config.resolved_rules(),
+                                      pair_share=float(config.ground_truth.get("pair_share", 0.5)))
     out = Path(plots_dir) / "crippen"
     write_csv(frame, out / "kendall_tau.csv")
     write_json(summary, Path(metrics_dir) / "explain_crippen.json")

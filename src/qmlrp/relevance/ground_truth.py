@@ -9,9 +9,8 @@ of each of its pairs) is then compared with the true contributions by Kendall's 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,14 @@ import pandas as pd
 from rdkit.Chem import rdMolDescriptors
 
 from qmlrp.errors import QmlrpError
+from qmlrp.io import write_csv, write_json
+from qmlrp.params import parse_section, stage_params
 from qmlrp.features.molecule import build_molecule
 from qmlrp.features.store import FeatureStore
 from qmlrp.relevance.faithfulness import gradient_times_input
 from qmlrp.relevance.model_lrp import ModelLRP, atom_totals, explain_batches
 from qmlrp.relevance.rules import Composite
+from qmlrp.training.config import Target
 
 
 @dataclass(frozen=True)
@@ -69,47 +71,71 @@ def crippen_data(store: FeatureStore, table: str | Path) -> CrippenData:
     return CrippenData(np.array(positions, np.int64), np.array(target), contributions)
 
 
-def train_additive_model(store: FeatureStore, positions: np.ndarray, y: np.ndarray, validation: np.ndarray,
-                         y_validation: np.ndarray, model_params: Mapping[str, Any], epochs: int,
-                         time_limit_s: float, batch_size: int = 64, seed: int = 0,
-                         learning_rate: float = 1e-3, patience: int = 12) -> tuple[keras.Model, dict[str, Any]]:
-    """Train a :class:`GraphConvModel` (``model_params`` as ``train.model``) on targets ``y``.
+CRIPPEN_TARGET = Target("crippen", "crippen_logp", "logP units")
+CRIPPEN_MODEL = Path("models/crippen/model.npz")
+CRIPPEN_RESULTS = Path("models/crippen")
 
-    MAE on the standardised target, Adam, early stopping on validation MAE (best weights kept),
-    a wall-clock limit. Returns the model and a small log.
+
+@dataclass(frozen=True)
+class CrippenConfig:
+    """``params.yaml`` section ``train_crippen``: the split of the molecules RDKit could rebuild and
+    the training budget; every other training choice is the ``train`` section's (``model``
+    overrides ``train.model``)."""
+
+    seed: int = 20171010
+    test_fraction: float = 0.1
+    validation_fraction: float = 0.1
+    max_train_molecules: int | None = None
+    epochs: int = 40
+    time_limit_minutes: float | None = 5.0
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, params_path: str | Path) -> CrippenConfig:
+        return parse_section(cls, "train_crippen", stage_params("train_crippen", params_path))
+
+
+def train_crippen(params_path: str | Path, features: str | Path, table: str | Path,
+                  model_file: str | Path = CRIPPEN_MODEL, results_dir: str | Path = CRIPPEN_RESULTS) -> dict[str, Any]:
+    """Stage ``train_crippen``: the Weave model trained on Crippen logP with :func:`fit` (JAX).
+
+    Writes the model (``model.npz``) and ``split.json``, ``history.csv``, ``run.json``
+    (the test molecules' ids, so the explain stage scores exactly the held-out molecules),
+    all in ``models/crippen/``.
     """
-    from qmlrp.models.config import ModelConfig
-    from qmlrp.models.gc import build_model
-    from qmlrp.training.data import BatchStream, feature_sample
-    from qmlrp.training.train import StandardizedLoss
+    from qmlrp.models.io import save_model
+    from qmlrp.training.config import TrainConfig
+    from qmlrp.training.engine import ModelRun, fit
+    from qmlrp.training.train import hardware
 
-    keras.utils.set_random_seed(seed)
-    config = ModelConfig.from_params(dict(model_params))
-    model = build_model(config)
-    mean, std = float(np.mean(y)), float(np.std(y))
-    model.head.target_scaling.set_statistics(mean, std)
-    model.input_layer.adapt(*feature_sample(store, positions, 5000, seed))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=StandardizedLoss("mae", std),
-                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
-    full = np.zeros(len(store))
-    full[positions] = y
-    full[validation] = y_validation
-    train_ds = BatchStream(store, positions, full, batch_size, shuffle=True, seed=seed).to_dataset()
-    val_ds = BatchStream(store, validation, full, batch_size).to_dataset()
-    start = time.perf_counter()
-
-    class Limit(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            if time.perf_counter() - start > time_limit_s:
-                self.model.stop_training = True
-
-    stop = keras.callbacks.EarlyStopping(monitor="val_mae", patience=patience, restore_best_weights=True)
-    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_mae", factor=0.5, patience=5, min_lr=1e-5)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[plateau, stop, Limit()], verbose=0,
-                        shuffle=False)
-    val = history.history.get("val_mae", [np.nan])
-    return model, {"epochs_run": len(val), "best_val_mae": float(np.nanmin(val)),
-                   "fit_seconds": round(time.perf_counter() - start, 1), "target_mean": mean, "target_std": std}
+    settings = CrippenConfig.load(params_path)
+    base = TrainConfig.load(params_path)
+    model = replace(base.model, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.model.items()})
+    config = replace(base, epochs=settings.epochs, time_limit_minutes=settings.time_limit_minutes,
+                     early_stopping_patience=min(base.early_stopping_patience, settings.epochs), model=model)
+    store = FeatureStore.open(features)
+    data = crippen_data(store, table)
+    if data.positions.size < 20:
+        raise QmlrpError(f"Crippen experiment: only {data.positions.size} molecules could be rebuilt")
+    train, val, test = split_indices(data.positions.size, settings.test_fraction, settings.validation_fraction,
+                                     settings.seed, settings.max_train_molecules)
+    y = np.zeros(len(store))
+    y[data.positions] = data.target
+    metadata = {"target": "crippen", "column": "crippen_logp", "units": CRIPPEN_TARGET.units, "fold": 0,
+                "n_train": int(train.size), "n_validation": int(val.size), "n_test": int(test.size),
+                "architecture": asdict(config.model)}
+    run = ModelRun("crippen", CRIPPEN_TARGET, y, data.positions[train], data.positions[val], settings.seed, metadata)
+    result = fit(store, [run], config)[0]
+    save_model(result.model, model_file)
+    results_dir = Path(results_dir)
+    write_json({"test_ids": [int(i) for i in store.ids[data.positions[test]]]}, results_dir / "split.json")
+    write_csv(pd.DataFrame(result.history), results_dir / "history.csv")
+    summary = {**{k: v for k, v in metadata.items() if k != "architecture"}, "best_val_mae": result.best_val_mae,
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
+               "fit_seconds": result.fit_seconds, "target_mean": result.target_mean,
+               "target_std": result.target_std, "hardware": hardware()}
+    write_json(summary, results_dir / "run.json")
+    return summary
 
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
@@ -180,32 +206,35 @@ def split_indices(n: int, test_fraction: float, validation_fraction: float, seed
 
 
 def run_ground_truth(store: FeatureStore, table: str | Path, rules: Mapping[str, Composite],
-                     settings: Mapping[str, Any], model_params: Mapping[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The whole experiment: contributions, training, test MAE, Kendall tau table."""
-    from qmlrp.models.io import inference_function
-    from qmlrp.models.inputs import batch_to_inputs
+                     pair_share: float = 0.5, model_file: str | Path = CRIPPEN_MODEL,
+                     results_dir: str | Path = CRIPPEN_RESULTS, seed: int = 0) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score the trained Crippen model (stage ``train_crippen``) on its held-out molecules: test
+    MAE and the Kendall tau table of every rule, gradient x input and random."""
+    import json
 
+    from qmlrp.models.inputs import batch_to_inputs
+    from qmlrp.models.io import inference_function, load_model
+
+    model = load_model(model_file)
+    split_file = Path(results_dir) / "split.json"
+    if not split_file.exists():
+        raise QmlrpError(f"{split_file}: not found (run `dvc repro train_crippen` first)")
+    test_ids = set(json.loads(split_file.read_text())["test_ids"])
     data = crippen_data(store, table)
-    if data.positions.size < 20:
-        raise QmlrpError(f"Crippen experiment: only {data.positions.size} molecules could be rebuilt")
-    seed = int(settings.get("seed", 0))
-    train, val, test = split_indices(data.positions.size, float(settings.get("test_fraction", 0.1)),
-                                     float(settings.get("validation_fraction", 0.1)), seed,
-                                     settings.get("max_train_molecules"))
-    model, log = train_additive_model(
-        store, data.positions[train], data.target[train], data.positions[val], data.target[val], model_params,
-        epochs=int(settings.get("epochs", 100)), time_limit_s=60.0 * float(settings.get("time_limit_minutes", 10)),
-        seed=seed)
+    test = np.array([k for k, pos in enumerate(data.positions) if int(store.ids[pos]) in test_ids], np.int64)
+    if test.size == 0:
+        raise QmlrpError(f"{split_file}: none of its test molecules is in the feature store")
     forward = inference_function(model)
     pred = np.concatenate([forward(batch_to_inputs(store.batch(data.positions[test][k:k + 256])))
                            for k in range(0, test.size, 256)])
-    rows, frame = kendall_table(model, store, data, test, rules, pair_share=float(settings.get("pair_share", 0.5)), seed=seed)
+    rows, frame = kendall_table(model, store, data, test, rules, pair_share=pair_share, seed=seed)
+    run = json.loads((Path(results_dir) / "run.json").read_text())
     summary = {
         "target": "crippen_logp",
-        "n_train": int(train.size), "n_validation": int(val.size), "n_test": int(test.size),
+        "n_train": run["n_train"], "n_validation": run["n_validation"], "n_test": int(test.size),
         "test_mae": float(np.mean(np.abs(pred - data.target[test]))),
         "target_std": float(np.std(data.target)),
-        **log,
+        "epochs_run": run["epochs_run"], "best_val_mae": run["best_val_mae"],
         "kendall_tau": {r["method"]: {k: v for k, v in r.items() if k != "method"} for r in rows},
     }
     return summary, frame

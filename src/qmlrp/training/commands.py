@@ -47,6 +47,20 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{s['run']}: test MAE {s['test_mae']:.5g} {s['units']} (best epoch {s['best_epoch']} of "
                        f"{s['epochs_run']}, {s['stop_reason']})")
 
+    @app.command("train-crippen")
+    def train_crippen_command(
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections train, train_crippen)."),
+    ) -> None:
+        """Train the Weave model on Crippen logP (the ground truth of the LRP benchmark)."""
+        from qmlrp.training.backend import use_jax_backend
+
+        use_jax_backend()
+        from qmlrp.relevance.ground_truth import train_crippen
+
+        s = train_crippen(params, paths.FEATURES, paths.QM9_TABLE)
+        typer.echo(f"train crippen: best validation MAE {s['best_val_mae']:.3g} (epoch {s['best_epoch']} of "
+                   f"{s['epochs_run']}, {s['fit_seconds']:.0f} s) -> models/crippen/model.npz")
+
     @app.command("evaluate")
     def evaluate_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),

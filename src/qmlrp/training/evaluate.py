@@ -78,8 +78,18 @@ def evaluate(
             _curves_png(curve_frame, target.name, target.units, plots_dir / "images" / f"learning_curves_{name}.png")
     checked = [m["pass"] for m in metrics.values() if "pass" in m]
     metrics["all_pass"] = bool(checked) and all(checked)
+    n_folds = _protocol_folds(params_path)
+    metrics["protocol"] = {"folds_run": len(train_config.folds), "folds_of_protocol": n_folds,
+                           "complete": len(train_config.folds) == n_folds}
     write_json(metrics, metrics_file)
     return metrics
+
+
+def _protocol_folds(params_path: str | Path) -> int:
+    """The number of cross-validation folds of the split (``split.n_folds``; 10 by default)."""
+    from qmlrp.params import load_params
+
+    return int((load_params(params_path).get("split") or {}).get("n_folds", 10))
 
 
 def _parity_png(frame: pd.DataFrame, name: str, units: str, summary: dict[str, Any], path: Path) -> None:
