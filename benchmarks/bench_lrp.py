@@ -1,6 +1,6 @@
 """Benchmark: LRP time vs forward time over the feature store, conservation error, absorbed share.
 
-    python benchmarks/bench_lrp.py [--model models/alpha/fold0.keras] [--features data/features]
+    python benchmarks/bench_lrp.py [--model models/alpha/fold0.npz] [--features data/features]
                                    [--limit N] [--batch-size 512] [--rules lrp0 eps ab10 ab21] [--repeats 3]
 
 Without ``--model`` a freshly initialised default-size model is used (random output kernel, so

@@ -106,7 +106,7 @@ def nine_of_ten(models_dir, tmp_path) -> Path:
     """The test models with alpha's fold 1 deleted (what a failed `dvc repro` left behind)."""
     copy = tmp_path / "models"
     shutil.copytree(models_dir, copy)
-    (copy / "alpha" / "fold1.keras").unlink()
+    (copy / "alpha" / "fold1.npz").unlink()
     small_params(tmp_path)
     return copy
 

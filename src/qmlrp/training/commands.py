@@ -61,6 +61,20 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"train crippen: best validation MAE {s['best_val_mae']:.3g} (epoch {s['best_epoch']} of "
                    f"{s['epochs_run']}, {s['fit_seconds']:.0f} s) -> models/crippen/model.npz")
 
+    @app.command("seed-spread")
+    def seed_spread_command(
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections train, seed_spread)."),
+    ) -> None:
+        """Retrain the train stage's models with other seeds (one program): run-to-run spread of the metrics."""
+        from qmlrp.training.backend import use_jax_backend
+
+        use_jax_backend()
+        from qmlrp.training.spread import run_seed_spread
+
+        for target, m in run_seed_spread(params).items():
+            means = ", ".join(f"seed {k}: {v:.4g}" for k, v in m["mae_mean_per_seed"].items())
+            typer.echo(f"{target}: 10-fold mean test MAE {means}; sd across seeds {m['sd_of_mean_across_seeds']:.3g}")
+
     @app.command("evaluate")
     def evaluate_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
@@ -73,7 +87,7 @@ def register(app: typer.Typer) -> None:
 
         metrics = evaluate(params, results_dir, metrics_file, plots_dir)
         for name, m in metrics.items():
-            if isinstance(m, dict):
+            if isinstance(m, dict) and "mae_mean" in m:
                 verdict = "" if "pass" not in m else (" PASS" if m["pass"] else " FAIL") + f" (<= {m['threshold']:g})"
                 typer.echo(f"{name}: test MAE {m['mae_mean']:.5g} ± {m['mae_sd']:.2g} {m['units']} "
                            f"over {m['n_folds']} folds{verdict}")

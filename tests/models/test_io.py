@@ -1,0 +1,96 @@
+"""Model files: compact weights (.npz), safe loading, one-line errors, no junk left by killed saves."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from qmlrp.errors import QmlrpError
+from qmlrp.models.config import ModelConfig
+from qmlrp.models.gc import build_model
+from qmlrp.models.inputs import batch_to_inputs, random_batch
+from qmlrp.models.io import find_models, load_model, save_model
+
+CONFIG = ModelConfig(head_units=(64,), embedding_width=16, atom_width=8, pair_width=8, atom_hidden=8, pair_hidden=8)
+
+
+@pytest.fixture(scope="module")
+def model():
+    import keras
+
+    keras.utils.set_random_seed(5)
+    m = build_model(CONFIG, metadata={"target": "alpha", "fold": 0, "architecture": asdict(CONFIG)})
+    rng = np.random.default_rng(0)
+    m.head.output_layer.kernels[0].assign(rng.normal(0, 0.3, (64, 1)).astype("float32"))
+    m.head.target_scaling.set_statistics(75.3, 8.1)
+    return m
+
+
+def outputs(m, seed: int = 1) -> np.ndarray:
+    return np.asarray(m(batch_to_inputs(random_batch([5, 12, 29], seed=seed)), training=False)).ravel()
+
+
+def test_weights_file_roundtrip_half_and_full(model, tmp_path) -> None:
+    save_model(model, tmp_path / "full.npz", half=False)
+    save_model(model, tmp_path / "half.npz")
+    full, half = load_model(tmp_path / "full.npz"), load_model(tmp_path / "half.npz")
+    np.testing.assert_array_equal(outputs(full), outputs(model))
+    # float16 kernels: ~1e-3 relative per weight; the target mean (75.3) stays float32
+    assert np.max(np.abs(outputs(half) - outputs(model))) < 0.05
+    assert half.metadata == model.metadata
+    assert float(np.asarray(half.head.target_scaling.mean)[0]) == pytest.approx(75.3, abs=1e-5)
+    assert (tmp_path / "half.npz").stat().st_size < 0.7 * (tmp_path / "full.npz").stat().st_size  # small kernels stay float32
+
+
+def test_same_weights_same_bytes(model, tmp_path) -> None:
+    save_model(model, tmp_path / "a" / "fold0.npz")
+    save_model(model, tmp_path / "b" / "fold0.npz")
+    assert (tmp_path / "a" / "fold0.npz").read_bytes() == (tmp_path / "b" / "fold0.npz").read_bytes()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "corrupt model file"),
+    (b"PK\x03\x04 truncated zip", "corrupt model file"),
+])
+def test_corrupt_file_is_one_line(tmp_path, content: bytes, message: str) -> None:
+    path = tmp_path / "fold0.npz"
+    path.write_bytes(content)
+    with pytest.raises(QmlrpError, match=f"fold0.npz: {message}"):
+        load_model(path)
+    with pytest.raises(QmlrpError, match="model not found"):
+        load_model(tmp_path / "fold9.npz")
+
+
+def test_wrong_architecture_or_format_is_named(model, tmp_path) -> None:
+    path = tmp_path / "fold0.npz"
+    save_model(model, path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = bytes(arrays["header"]).decode()
+    np.savez(tmp_path / "other.npz", **{**arrays, "header": np.frombuffer(
+        header.replace('"qmlrp-weights/1"', '"something-else"').encode(), np.uint8)})
+    with pytest.raises(QmlrpError, match="not a qmlrp model file"):
+        load_model(tmp_path / "other.npz")
+    np.savez(tmp_path / "bad.npz", **{**arrays, "header": np.frombuffer(
+        header.replace('"embedding_width": 16', '"embedding_width": 17').encode(), np.uint8)})
+    with pytest.raises(QmlrpError, match="bad.npz: weight .* has shape"):
+        load_model(tmp_path / "bad.npz")
+    np.savez(tmp_path / "typo.npz", **{**arrays, "header": np.frombuffer(
+        header.replace('"embedding_width"', '"embeding_width"').encode(), np.uint8)})
+    with pytest.raises(QmlrpError, match="typo.npz: malformed model configuration"):
+        load_model(tmp_path / "typo.npz")
+
+
+def test_killed_save_leaves_no_junk(model, tmp_path) -> None:
+    folder = tmp_path / "alpha"
+    folder.mkdir()
+    stale = folder / ".fold3.tmp-4194300.npz"  # a save killed mid-write: its process is gone
+    stale.write_bytes(b"half a file")
+    alive = folder / f".fold4.tmp-{os.getppid()}.npz"  # a save in progress in a live process
+    alive.write_bytes(b"being written")
+    save_model(model, folder / "fold0.npz")
+    assert not stale.exists() and alive.exists()
+    assert find_models(tmp_path) == {"alpha": [(0, folder / "fold0.npz")]}

@@ -1,0 +1,45 @@
+"""A fresh clone of the committed repository: ``dvc status`` reports nothing changed.
+
+Outputs that live only in a DVC cache are absent from a clone ("deleted", "not in cache"): that is
+expected. What must not appear is a changed dependency, parameter, command or committed output
+(e.g. byte-code hashed into a stage's dependencies, or a lock file older than the code).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.dvc_copy import REPO, run
+
+ABSENT = {"deleted", "not in cache"}
+
+
+def changes(status: dict) -> list[str]:
+    found = []
+    for stage, entries in status.items():
+        for entry in entries:
+            if not isinstance(entry, dict):
+                found.append(f"{stage}: {entry}")
+                continue
+            for kind, detail in entry.items():
+                if kind == "changed outs" and set(detail.values()) <= ABSENT:
+                    continue
+                found.append(f"{stage}: {kind} {detail}")
+    return found
+
+
+def test_fresh_clone_is_up_to_date(tmp_path: Path) -> None:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(REPO), str(clone)], tmp_path)
+    subprocess.run(["python", "-c", "import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=1)",
+                    str(clone / "src")], check=True)  # byte-code beside the sources, as any run leaves
+    for folder in (clone, clone / "studies" / "qm9-full"):
+        status = json.loads(run(["dvc", "status", "--json"], folder) or "{}")
+        assert changes(status) == [], folder
