@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 QUIET_ENVIRONMENT: dict[str, str] = {
@@ -96,11 +97,13 @@ def _keep_last(commands: list[Any]) -> list[Any]:
 app.registered_commands[:] = _keep_last(app.registered_commands)
 
 
-def silence_native_output() -> None:
+def silence_native_output() -> Callable[[], None]:
     """Send what C/C++ libraries write straight to file descriptors 1 and 2 (absl's pre-init
     lines, oneDNN notices, RDKit's "Distance ... is suspicious") to /dev/null, while Python's
-    ``sys.stdout``/``sys.stderr`` -- qmlrp's own lines -- keep writing to the real ones."""
+    ``sys.stdout``/``sys.stderr`` -- qmlrp's own lines -- keep writing to the real ones.
+    Returns the function that puts everything back."""
     devnull = os.open(os.devnull, os.O_WRONLY)
+    undo: list[tuple[int, int, str, Any]] = []
     for fd, name in ((1, "stdout"), (2, "stderr")):
         stream = getattr(sys, name)
         try:
@@ -109,10 +112,25 @@ def silence_native_output() -> None:
         except (OSError, ValueError, AttributeError):
             continue
         os.dup2(devnull, fd)
-        setattr(sys, name, open(saved, "w", encoding=getattr(stream, "encoding", None) or "utf-8",  # noqa: SIM115
+        setattr(sys, name, open(os.dup(saved), "w", encoding=getattr(stream, "encoding", None) or "utf-8",  # noqa: SIM115
                                 errors=getattr(stream, "errors", None) or "strict",
                                 buffering=1 if os.isatty(saved) else -1))
+        undo.append((fd, saved, name, stream))
     os.close(devnull)
+
+    def restore() -> None:
+        for fd, saved, name, stream in undo:
+            replacement = getattr(sys, name)
+            try:
+                replacement.flush()
+                replacement.close()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, fd)
+            os.close(saved)
+            setattr(sys, name, stream)
+
+    return restore
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -122,12 +140,17 @@ def main(argv: list[str] | None = None) -> Any:
     library output is silenced (:func:`silence_native_output`).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    restore: Callable[[], None] | None = None
     if VERBOSE_FLAG in args:
         args = [VERBOSE_FLAG] + [a for a in args if a != VERBOSE_FLAG]
-    else:
-        silence_native_output()
+    elif sys.stdout is sys.__stdout__ and sys.stderr is sys.__stderr__:
+        # a process of its own (not a caller that captures sys.stdout, e.g. a test): silence
+        restore = silence_native_output()
     try:
         return app(args=args)
     except QmlrpError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    finally:
+        if restore is not None:
+            restore()
