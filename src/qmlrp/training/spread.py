@@ -1,7 +1,8 @@
 """Stage ``seed_spread``: how much the small default's metrics move from run to run.
 
 The 20 models of ``train`` (targets x folds) are trained again with each seed of
-``seed_spread.seeds`` (initial weights, batch order, validation split), all as one program; with
+``seed_spread.seeds`` (initial weights, batch order, validation split) -- one program on a GPU,
+one model after the other on a CPU; with
 the main run's ``results/`` this gives the 10-fold mean test MAE for 1 + len(seeds) seeds.
 ``metrics/seed_spread.json`` holds, per target, the mean MAE of each seed and their sd: read a
 ``dvc metrics diff`` of ``evaluate.json`` against that sd (a change smaller than ~2 sd is noise).
@@ -51,7 +52,15 @@ def run_seed_spread(params_path: str | Path = "params.yaml", results_dir: str | 
             for fold in config.folds:
                 run, split = fold_run(store, QM9_TABLE, FOLDS, target, fold, seeded, tag=f"seed{seed}")
                 planned.append((seed, target, fold, run, split))
-    results = fit(store, [p[3] for p in planned], config)
+    # One model at a time: on a CPU a vmapped program of 40 small models costs ~3x more per model
+    # than 40 single-model programs (XLA's batched gathers and scatters); on a GPU, pass them all.
+    import jax
+
+    runs = [p[3] for p in planned]
+    if jax.default_backend() == "cpu":
+        results = [fit(store, [run], config, log=False)[0] for run in runs]
+    else:
+        results = fit(store, runs, config)
     mae: dict[str, dict[int, list[float]]] = {t: {} for t in config.targets}
     for (seed, target, fold, run, split), result in zip(planned, results):
         pred = predict_positions(result.model, store, split.test, 256)
