@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from qmlrp.cli import main
+from tests.labels.test_commands import run as run_cli
 from qmlrp.errors import QmlrpError
 from qmlrp.labels import records
 from qmlrp.labels.config import LabelBetaParams
@@ -147,30 +147,20 @@ def test_kill_and_resume_from_the_published_set(tmp_path: Path) -> None:
     assert {k: v for k, v in _digests(out).items() if k in pub_digests} == pub_digests
 
 
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_every_molecule_failed_exits_non_zero(tmp_path: Path, capsys) -> None:
     table = molecule_table(2, radical_id=1, squeezed_id=2)
     table.to_parquet(tmp_path / "qm9.parquet")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"label_beta": stage_params(tmp_path, count=None)}))
-    code, out, err = _cli(["label-beta", "--params", str(params)], capsys)
+    code, out, err = run_cli(["label-beta", "--params", str(params)], capsys)
     assert code == 1
     assert "label-beta: 0/2 labelled, 2 failed, 2 computed" in out
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: label-beta: every molecule failed (geometry x1, open shell x1)")
     # a rerun computes nothing, and still says so
-    code, out, err = _cli(["label-beta", "--params", str(params)], capsys)
+    code, out, err = run_cli(["label-beta", "--params", str(params)], capsys)
     assert code == 1 and "0/2 labelled, 2 failed, 0 computed" in out
     # one good molecule among them: success
     molecule_table(3, radical_id=1, squeezed_id=2).to_parquet(tmp_path / "qm9.parquet")
-    code, out, err = _cli(["label-beta", "--params", str(params)], capsys)
+    code, out, err = run_cli(["label-beta", "--params", str(params)], capsys)
     assert code == 0 and "1/3 labelled, 2 failed, 1 computed" in out and err == ""
