@@ -11,3 +11,17 @@ FEATURIZE_FAILURES = Path("data/featurize_failures.csv")
 FOLDS = Path("data/folds.parquet")
 METRICS = Path("metrics")
 MODELS = Path("models")
+
+BETA_DATA = Path("data/beta")
+"""The beta model's own data: the molecules of the published labels (``labels/beta/<level>``),
+ingested from QM9 by id, featurized and split: ``qm9.parquet`` (with the label column),
+``features/``, ``folds.parquet``."""
+
+
+def dataset_paths(dataset: str) -> tuple[Path, Path, Path]:
+    """(table, feature store, folds) of a target's dataset: ``qm9`` (the ingest sample) or ``beta``."""
+    if dataset == "qm9":
+        return QM9_TABLE, FEATURES, FOLDS
+    if dataset == "beta":
+        return BETA_DATA / "qm9.parquet", BETA_DATA / "features", BETA_DATA / "folds.parquet"
+    raise ValueError(f"unknown dataset {dataset!r}; choose qm9 or beta")

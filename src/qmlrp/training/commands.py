@@ -15,7 +15,7 @@ from qmlrp.training.config import DVCLIVE, METRICS_FILE, PLOTS, RESULTS
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
-        target: str = typer.Option(..., "--target", help="alpha | zpve"),
+        target: str = typer.Option(..., "--target", help="alpha | zpve | frequencies | omega1 | beta"),
         fold: int = typer.Option(..., "--fold", help="Test fold 0..9; the other folds train."),
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
         models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Where models/<target>/fold<k>.npz go."),
@@ -26,10 +26,12 @@ def register(app: typer.Typer) -> None:
         from qmlrp.training.backend import use_jax_backend
 
         use_jax_backend()
+        from qmlrp.training.config import get_target
         from qmlrp.training.train import train_fold
 
-        s = train_fold(target, fold, params_path=params, models_dir=models_dir, results_dir=results_dir,
-                       live_dir=live_dir)
+        table, features, folds = paths.dataset_paths(get_target(target).dataset)
+        s = train_fold(target, fold, params_path=params, features=features, table=table, folds_path=folds,
+                       models_dir=models_dir, results_dir=results_dir, live_dir=live_dir)
         typer.echo(f"train {target} fold {fold}: test MAE {s['test_mae']:.5g} {s['units']} "
                    f"(best epoch {s['best_epoch']} of {s['epochs_run']}, {s['fit_seconds']:.0f} s) -> {s['model']}")
 

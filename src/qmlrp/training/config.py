@@ -21,16 +21,31 @@ LOSSES = ("mae", "mse", "huber")
 
 @dataclass(frozen=True)
 class Target:
-    """A regression target: short name, column of ``data/qm9.parquet``, units."""
+    """A regression target.
+
+    Attributes:
+        name: short name (``models/<name>/``, ``results/<name>/``).
+        column: column of the dataset's table holding the label.
+        units: of the label.
+        n_outputs: width of the model's head (1: a scalar; >1: a padded vector, e.g. the
+            frequencies, whose padding is NaN in the labels and masked out of the loss).
+        dataset: where the molecules come from (:func:`qmlrp.paths.dataset_paths`): ``qm9`` (the
+            ingest sample) or ``beta`` (the molecules with a published beta label).
+    """
 
     name: str
     column: str
     units: str
+    n_outputs: int = 1
+    dataset: str = "qm9"
 
 
 TARGETS: dict[str, Target] = {
     "alpha": Target("alpha", "alpha_bohr3", "bohr^3"),
     "zpve": Target("zpve", "zpve_ev", "eV"),
+    "frequencies": Target("frequencies", "frequencies_cm1", "cm^-1", n_outputs=81),
+    "omega1": Target("omega1", "frequencies_cm1", "cm^-1"),
+    "beta": Target("beta", "beta_parallel_au", "a.u.", dataset="beta"),
 }
 
 
