@@ -18,12 +18,12 @@ from qmlrp.relevance.rules import RULE_NAMES, get_rule
 SMALL = ModelConfig(atom_width=12, pair_width=10, atom_hidden=9, pair_hidden=8, embedding_width=16, head_units=(24,))
 
 
-def randomised_model(config: ModelConfig = SMALL, seed: int = 0, biases: bool = True) -> keras.Model:
+def randomised_model(config: ModelConfig = SMALL, seed: int = 0, biases: bool = True, n_outputs: int = 1) -> keras.Model:
     """A built model whose biases, BatchNorm statistics and output kernel are random too (a fresh
     model has zero biases and a zero output kernel, which would hide mistakes). Seeded: the kernels
     do not depend on which tests ran before."""
     keras.utils.set_random_seed(seed)
-    model = build_model(config)
+    model = build_model(config, n_outputs=n_outputs)
     rng = np.random.default_rng(seed)
     for v in model.weights:
         path = v.path
@@ -36,7 +36,7 @@ def randomised_model(config: ModelConfig = SMALL, seed: int = 0, biases: bool = 
         elif "kernel" in path and "output" in path:
             v.assign(rng.normal(0, 0.3, v.shape).astype("float32"))
     model.input_layer.adapt(*_scaling_sample())
-    model.head.target_scaling.set_statistics(3.0 if biases else 0.0, 2.0)
+    model.head.target_scaling.set_statistics(np.full(n_outputs, 3.0 if biases else 0.0), np.full(n_outputs, 2.0))
     return model
 
 
@@ -248,6 +248,18 @@ def test_vector_head_explained_per_output(name: str) -> None:
     combined = lrp.explain(batch, get_rule(name), output=coef)
     np.testing.assert_allclose(combined.output, y @ coef, rtol=1e-5)
     np.testing.assert_allclose(combined.atoms, sum(c * e.atoms for c, e in zip(coef, per_output)), rtol=1e-9, atol=1e-12)
+    # Per-molecule coefficients (e.g. each molecule's own real modes): molecule m gets row m's
+    # functional -- the same numbers as explaining that functional for every molecule.
+    rows = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    per_molecule = lrp.explain(batch, get_rule(name), output=rows)
+    np.testing.assert_allclose(per_molecule.output, (y * rows).sum(1), rtol=1e-5)
+    assert per_molecule.conservation_error().max() <= 1e-9 * max(1.0, np.abs(per_molecule.output).max())
+    for m, row in enumerate(rows):
+        shared = lrp.explain(batch, get_rule(name), output=row)
+        np.testing.assert_allclose(per_molecule.molecule(m)[0], shared.molecule(m)[0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(per_molecule.molecule(m)[1], shared.molecule(m)[1], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="per-molecule coefficients"):
+        lrp.explain(batch, get_rule(name), output=rows[:2])
 
 
 JAX_SCRIPT = """

@@ -44,7 +44,8 @@ from qmlrp.relevance.walk import Context, TensorInfo, annotate, backward
 
 OutputSelection = int | Sequence[float] | np.ndarray | None
 """Which output to explain: a unit index, coefficients ``c`` (n_outputs,) of ``sum_k c_k y_k``,
-or None (the only output of a scalar model)."""
+per-molecule coefficients (n_molecules, n_outputs) (e.g. the sum over each molecule's real
+vibrational modes), or None (the only output of a scalar model)."""
 
 
 def _bincount(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -173,8 +174,18 @@ class Explanation:
         )
 
 
-def output_coefficients(selection: OutputSelection, n_outputs: int) -> np.ndarray:
-    """(n_outputs,) float64 coefficients ``c`` of the explained functional ``sum_k c_k y_k``."""
+def output_coefficients(selection: OutputSelection, n_outputs: int, n_molecules: int | None = None) -> np.ndarray:
+    """Float64 coefficients ``c`` of the explained functional ``sum_k c_k y_k``: (n_outputs,), or
+    (n_molecules, n_outputs) when ``n_molecules`` is given (a shared selection is repeated; a
+    per-molecule one must have that many rows)."""
+    if n_molecules is not None:
+        sel = None if selection is None or isinstance(selection, (int, np.integer)) else np.asarray(selection, np.float64)
+        if sel is not None and sel.ndim == 2:
+            if sel.shape != (n_molecules, n_outputs):
+                raise ValueError(f"per-molecule coefficients of shape {sel.shape} for {n_molecules} molecules "
+                                 f"and {n_outputs} outputs")
+            return sel
+        return np.repeat(output_coefficients(selection, n_outputs)[None, :], n_molecules, axis=0)
     if selection is None:
         if n_outputs != 1:
             raise ValueError(f"the model has {n_outputs} outputs: choose one (output=k) or a functional "
@@ -224,7 +235,6 @@ def as_float64(model: keras.Model) -> keras.Model:
 @dataclass(frozen=True)
 class _Key:
     rules: tuple[tuple[str, Composite], ...]
-    coefficients: tuple[float, ...]
     keep: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -268,17 +278,22 @@ class ModelLRP:
                 :attr:`Explanation.embedding`).
         """
         comps = {name: as_composite(rule) for name, rule in rules.items()}
-        coef = output_coefficients(output, self.n_outputs)
-        fn = self._function(_Key(tuple(comps.items()), tuple(float(c) for c in coef), tuple(keep)))
+        n_mol = int(np.asarray(inputs[MOLECULE_ATOMS_KEY]).shape[0])
+        coef = output_coefficients(output, self.n_outputs, n_mol).astype(self.dtype)
+        fn = self._function(_Key(tuple(comps.items()), tuple(keep)))
         feed = {k: np.asarray(inputs[k], INPUT_DTYPES[k]) for k in INPUT_SHAPES}
         if self.dtype == "float64":
             feed = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feed.items()}
-        out = fn(feed)
+        out = fn(feed, coef)
         atom_molecule = np.asarray(inputs[ATOM_MOLECULE_KEY], np.int64)
         pair_atoms = np.asarray(inputs[PAIR_ATOMS_KEY], np.int64)
         pair_molecule = atom_molecule[pair_atoms[:, 0]] if pair_atoms.size else np.zeros(0, np.int64)
-        n_mol = int(np.asarray(inputs[MOLECULE_ATOMS_KEY]).shape[0])
-        target = output if output is not None else 0
+        if output is None:
+            target: Any = 0
+        elif isinstance(output, (int, np.integer)) or np.ndim(output) == 1:
+            target = output
+        else:
+            target = "per-molecule coefficients"
         result = {}
         for name in comps:
             values = {f: np.asarray(keras.ops.convert_to_numpy(v)) for f, v in out[name].items()}
@@ -303,9 +318,7 @@ class ModelLRP:
     # -- compiled function --------------------------------------------------------------------
     def _function(self, key: _Key) -> Callable[[dict[str, Any]], Any]:
         if key not in self._functions:
-            coef = np.asarray(key.coefficients)
-
-            def run(inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+            def run(inputs: dict[str, Any], coef: Any) -> dict[str, dict[str, Any]]:
                 rec = self.model.record(inputs)
                 return {name: self._walk(rec, inputs, comp, coef, key.keep) for name, comp in key.rules}
 
@@ -314,15 +327,17 @@ class ModelLRP:
 
                 dtypes = {k: ("float64" if self.dtype == "float64" and v == "float32" else v)
                           for k, v in INPUT_DTYPES.items()}
-                signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), dtypes[k]) for k in INPUT_SHAPES}]
+                signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), dtypes[k]) for k in INPUT_SHAPES},
+                             tf.TensorSpec((None, self.n_outputs), self.dtype)]
                 self._functions[key] = tf.function(run, input_signature=signature, autograph=False)
             else:
                 self._functions[key] = run
         return self._functions[key]
 
-    def _walk(self, rec: Any, inputs: dict[str, Any], rules: Composite, coef: np.ndarray,
+    def _walk(self, rec: Any, inputs: dict[str, Any], rules: Composite, coef: Any,
               keep: tuple[str, ...]) -> dict[str, Any]:
-        """Annotate the record, start at ``c_k y_k`` and walk back to the input features."""
+        """Annotate the record, start at ``c_mk y_mk`` (``coef`` (n_molecules, n_outputs)) and walk
+        back to the input features."""
         dt = self.dtype
         atom_molecule = inputs[ATOM_MOLECULE_KEY]
         pair_molecule = ops.take(atom_molecule, inputs[PAIR_ATOMS_KEY][:, 0], axis=0)
@@ -332,7 +347,7 @@ class ModelLRP:
         ctx.info[id(inputs[PAIR_FEATURES_KEY])] = TensorInfo("pairs", False)
         annotate(rec, ctx.info)
         y = ops.cast(rec.outputs, dt)
-        r_y = y * ops.cast(coef, dt)[None, :]
+        r_y = y * ops.cast(coef, dt)
         r_in = dict(zip(sorted(inputs), backward(rec, [r_y], ctx)))  # leaves() orders dict keys
         atoms, pairs = r_in.get(ATOM_FEATURES_KEY), r_in.get(PAIR_FEATURES_KEY)
         out = {
