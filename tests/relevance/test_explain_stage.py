@@ -211,6 +211,45 @@ def test_output_selection_parsing() -> None:
     assert parse_output(None, "x") is None and parse_output("", "x") is None
     assert parse_output(2, "x") == 2 and parse_output("2", "x") == 2
     assert parse_output([1, 0, -2], "x") == (1.0, 0.0, -2.0) and parse_output("1,0,-2", "x") == (1.0, 0.0, -2.0)
-    assert ExplainConfig.from_params({"output": [0.5, 0.5]}).output == (0.5, 0.5)
-    with pytest.raises(QmlrpError, match="explain.output"):
-        ExplainConfig.from_params({"output": "first"})
+    views = ExplainConfig.from_params({"outputs": {"frequencies": {"omega1": 0, "mode_sum": "modes",
+                                                                    "pair": [0.5, 0.5]}}}).outputs
+    assert views == {"frequencies": {"omega1": 0, "mode_sum": "modes", "pair": (0.5, 0.5)}}
+    with pytest.raises(QmlrpError, match="explain.outputs.frequencies.first"):
+        ExplainConfig.from_params({"outputs": {"frequencies": {"first": "highest"}}})
+    with pytest.raises(QmlrpError, match="unknown target"):
+        ExplainConfig.from_params({"outputs": {"frequency": {"omega1": 0}}})
+    with pytest.raises(QmlrpError, match="unknown keys|output"):
+        ExplainConfig.from_params({"output": 0})  # the old single key is gone: outputs per target
+
+
+def test_vector_target_views(workspace: Path) -> None:
+    """A frequency model is explained once per view: omega1 (output 0) and the sum over each
+    molecule's own real modes; the explained value is that functional of the predictions."""
+    from qmlrp.models.inputs import batch_to_inputs
+    from qmlrp.models.io import load_model, model_path, save_model
+    from qmlrp.features.store import FeatureStore
+
+    root = workspace
+    model = randomised_model(seed=5, n_outputs=81)
+    model.head.target_scaling.set_statistics(np.linspace(3000.0, 100.0, 81), np.full(81, 50.0))
+    model.update_metadata(architecture=asdict(SMALL))
+    save_model(model, model_path(root / "models", "frequencies", 0))
+    config = ExplainConfig.from_params({**CONFIG, "rules": ["eps"],
+                                        "outputs": {"frequencies": {"omega1": 0, "mode_sum": "modes"}}})
+    m = run_explain("frequencies", config, root / "features", root / "qm9.parquet", root / "folds.parquet",
+                    root / "models", root / "plots", root / "metrics")
+    assert set(m["views"]) == {"omega1", "mode_sum"} and m["views"]["mode_sum"]["output"] == "modes"
+    store = FeatureStore.open(root / "features")
+    frame = pd.read_parquet(root / "qm9.parquet", columns=["id", "frequencies_cm1"]).set_index("id")
+    n_modes = np.array([len(v) for v in frame["frequencies_cm1"].reindex(store.ids)])
+    y = np.asarray(load_model(model_path(root / "models", "frequencies", 0))(
+        batch_to_inputs(store.batch(np.arange(len(store)))), training=False), np.float64)
+    expected = {"omega1": y[:, 0], "mode_sum": np.array([row[:n].sum() for row, n in zip(y, n_modes)])}
+    for view, values in expected.items():
+        out = root / "plots" / "frequencies" / view
+        per_molecule = pd.read_csv(out / "molecules.csv").set_index("id").loc[store.ids]
+        np.testing.assert_allclose(per_molecule["output"], values, rtol=1e-4)
+        assert per_molecule["conservation_rel_error"].max() <= 1e-4
+        shares = pd.read_parquet(out / "shares.parquet")
+        np.testing.assert_allclose(shares[list(FEATURE_TYPES)].sum(1), 1.0, rtol=1e-5)
+        assert (out / "types_eps.png").exists()

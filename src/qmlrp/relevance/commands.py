@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("explain-stage")
     def explain_stage_command(
-        target: str = typer.Option(..., "--target", help="alpha | zpve | crippen (the ground-truth experiment)"),
+        target: str = typer.Option(..., "--target", help="a trained target (alpha, zpve, frequencies, omega1, beta) | crippen (the ground-truth experiment)"),
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
         models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.keras."),
     ) -> None:
@@ -67,8 +67,27 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"explain crippen: test MAE {s['test_mae']:.3g}; Kendall tau {taus}")
             return
         m = run_explain(target, config, models_dir=models_dir)
-        for name, r in m["rules"].items():
-            h = r["hypothesis"]
-            typer.echo(f"explain {target} {name}: top types {', '.join(r['ranking_absolute'][:3])}; "
-                       f"geometric rank {h['geometric_mean_rank']:.1f} vs electronic {h['electronic_mean_rank']:.1f}; "
-                       f"max conservation error {r['conservation_rel_error']['max']:.1e}")
+        views = m["views"] if "views" in m else {"": m}
+        for view, v in views.items():
+            label = f"{target} {view}".strip()
+            for name, r in v["rules"].items():
+                h = r["hypothesis"]
+                typer.echo(f"explain {label} {name}: top types {', '.join(r['ranking_absolute'][:3])}; "
+                           f"geometric rank {h['geometric_mean_rank']:.1f} vs electronic "
+                           f"{h['electronic_mean_rank']:.1f}; max conservation error "
+                           f"{r['conservation_rel_error']['max']:.1e}")
+
+    @app.command("compare-explanations")
+    def compare_command(
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (section compare_explanations)."),
+    ) -> None:
+        """Is one property's relevance pattern closer to a second's than to a third's? (bootstrap spread)"""
+        from qmlrp.params import stage_params
+        from qmlrp.relevance.compare import CompareConfig, run_compare
+
+        m = run_compare(CompareConfig.from_params(stage_params("compare_explanations", params)))
+        for name, r in m["comparisons"].items():
+            d = r["spearman"]["delta"]
+            typer.echo(f"{name}: Spearman rho {r['spearman']['with_similar']['value']:.2f} vs "
+                       f"{r['spearman']['with_control']['value']:.2f}, delta {d['value']:+.2f} "
+                       f"[{d['p2_5']:+.2f}, {d['p97_5']:+.2f}]")

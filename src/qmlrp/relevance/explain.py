@@ -36,12 +36,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from qmlrp.errors import QmlrpError
 from qmlrp.features.store import FeatureStore
-from qmlrp.io import write_csv, write_json
+from qmlrp.io import write_csv, write_json, write_parquet
 from qmlrp.params import reject_unknown_keys
-from qmlrp.paths import FEATURES, FOLDS, METRICS, MODELS, QM9_TABLE
+from qmlrp.paths import FEATURES, METRICS, MODELS, QM9_TABLE
 from qmlrp.relevance.rules import RULE_NAMES, STABLE_LAYERS, Composite, resolve_rules
 from qmlrp.relevance.summary import (
     FEATURE_TYPES,
@@ -69,7 +70,7 @@ class ExplainConfig:
     gamma: float = 0.25
     composites: dict[str, Any] = field(default_factory=dict)
     stabilise: tuple[str, ...] = STABLE_LAYERS
-    output: Any = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     outliers: dict[str, Any] = field(default_factory=lambda: {"k_mae": 3.0, "quantile": None})
     draw: dict[str, Any] = field(default_factory=lambda: {"ids": [], "count": 4, "same_scale": True})
     faithfulness: dict[str, Any] = field(default_factory=lambda: {"molecules": 200, "atom_steps": 8,
@@ -83,7 +84,7 @@ class ExplainConfig:
         for key in ("rules", "stabilise"):
             if key in values:
                 values[key] = tuple(values[key] or ())
-        values["output"] = parse_output(values.get("output"), "params.yaml explain.output")
+        values["outputs"] = parse_views(values.get("outputs") or {})
         config = cls(**values)
         if config.molecules not in ("all", "test"):
             raise QmlrpError(f"params.yaml explain.molecules: {config.molecules!r} is not 'all' or 'test'")
@@ -124,6 +125,30 @@ def parse_output(value: Any, where: str) -> int | tuple[float, ...] | None:
         raise QmlrpError(f"{where}: {value!r} is not an output index or a list of coefficients") from None
 
 
+MODES = "modes"
+"""A view's output: the sum of the molecule's own real vibrational modes (per-molecule coefficients)."""
+
+
+def parse_views(value: Any) -> dict[str, dict[str, Any]]:
+    """``explain.outputs``: target -> {view name: output index | coefficients | "modes"}."""
+    from qmlrp.training.config import get_target
+
+    if not isinstance(value, Mapping):
+        raise QmlrpError(f"params.yaml explain.outputs: expected target -> {{view: output}}, got {value!r}")
+    views: dict[str, dict[str, Any]] = {}
+    for target, entries in value.items():
+        get_target(str(target))
+        if not isinstance(entries, Mapping) or not entries:
+            raise QmlrpError(f"params.yaml explain.outputs.{target}: expected a mapping view name -> output")
+        views[str(target)] = {}
+        for view, sel in entries.items():
+            if not str(view).replace("_", "").isalnum():
+                raise QmlrpError(f"params.yaml explain.outputs.{target}: view name {view!r} must be a word")
+            where = f"params.yaml explain.outputs.{target}.{view}"
+            views[str(target)][str(view)] = MODES if sel == MODES else parse_output(sel, where)
+    return views
+
+
 def _log(message: str) -> None:
     print(f"explain: {message}", file=sys.stderr, flush=True)
 
@@ -132,38 +157,114 @@ def _chunks(positions: np.ndarray, size: int) -> list[np.ndarray]:
     return [positions[k:k + size] for k in range(0, positions.size, size)]
 
 
+@dataclass
+class _Subject:
+    """What every view of one target's explanation shares: data, model, predictions' inputs."""
+
+    spec: Any
+    store: FeatureStore
+    table: Path
+    y_all: np.ndarray          # (n_store,) or (n_store, n_outputs), NaN padding
+    n_modes: np.ndarray | None  # (n_store,) real vibrational modes (vector targets) or None
+    model: Any
+    lrp: Any
+    forward: Any
+    split: Any
+    positions: np.ndarray
+
+
+def _n_modes(store: FeatureStore, table: Path, column: str) -> np.ndarray:
+    """(n_store,) number of listed values of a list column (the molecule's real modes)."""
+    frame = pd.read_parquet(table, columns=["id", column]).set_index("id")[column]
+    return np.array([len(v) for v in frame.reindex(store.ids)], np.int64)
+
+
+def _selector(subject: _Subject, selection: Any) -> Any:
+    """``positions -> output selection`` for :meth:`ModelLRP.explain_inputs` (``"modes"``: one
+    row of coefficients per molecule, 1 on its real modes)."""
+    if selection != MODES:
+        return lambda positions: selection
+    if subject.n_modes is None:
+        raise QmlrpError(f"params.yaml explain.outputs.{subject.spec.name}: 'modes' needs a vector target")
+    width = int(subject.spec.n_outputs)
+
+    def rows(positions: np.ndarray) -> np.ndarray:
+        return (np.arange(width)[None, :] < subject.n_modes[positions][:, None]).astype(np.float64)
+
+    return rows
+
+
+def _functional(values: np.ndarray, coefficients: Any, n_outputs: int) -> np.ndarray:
+    """(n,) ``sum_k c_k v_k`` of (n,) or (n, n_outputs) values (NaN padding counts 0)."""
+    from qmlrp.relevance.model_lrp import output_coefficients
+
+    v = np.asarray(values, np.float64).reshape(len(values), -1)
+    c = output_coefficients(coefficients, n_outputs, len(v))
+    return np.where(c != 0, np.nan_to_num(v) * c, 0.0).sum(1)
+
+
 def run_explain(
     target: str,
     config: ExplainConfig,
-    features: str | Path = FEATURES,
-    table: str | Path = QM9_TABLE,
-    folds: str | Path = FOLDS,
+    features: str | Path | None = None,
+    table: str | Path | None = None,
+    folds: str | Path | None = None,
     models_dir: str | Path = MODELS,
     plots_dir: str | Path = PLOTS,
     metrics_dir: str | Path = METRICS,
 ) -> dict[str, Any]:
-    """Run the stage for one target; returns the metrics written to ``metrics/explain_<target>.json``."""
-    from qmlrp.models.inputs import batch_to_inputs
+    """Run the stage for one target; returns the metrics written to ``metrics/explain_<target>.json``.
+
+    Data default to the target's dataset (:func:`qmlrp.paths.dataset_paths`). A target listed in
+    ``explain.outputs`` is explained once per view (``<plots>/<target>/<view>/``; metrics under
+    ``views``); any other target's only output is explained into ``<plots>/<target>/``.
+    """
     from qmlrp.models.io import inference_function, load_model, model_path
-    from qmlrp.relevance.faithfulness import faithfulness_table, forward_function, gradient_times_input
+    from qmlrp.paths import dataset_paths
     from qmlrp.relevance.model_lrp import ModelLRP
-    from qmlrp.relevance.plots import perturbation_curves, type_bars
     from qmlrp.training.config import get_target
     from qmlrp.training.data import load_targets, make_split
 
     spec = get_target(target)
-    rules = config.resolved_rules()
+    default_table, default_features, default_folds = dataset_paths(spec.dataset)
+    features, table = Path(features or default_features), Path(table or default_table)
+    folds = Path(folds or default_folds)
     store = FeatureStore.open(features)
     y_all = load_targets(store, table, spec)
     model = load_model(model_path(models_dir, target, config.fold))
     split = make_split(store, folds, config.fold, 0.1, 0)
     positions = np.arange(len(store)) if config.molecules == "all" else split.test
+    subject = _Subject(spec, store, table, y_all,
+                       _n_modes(store, table, spec.column) if spec.n_outputs > 1 else None,
+                       model, ModelLRP(model), inference_function(model), split, positions)
+    views = config.outputs.get(target)
     out = Path(plots_dir) / target
+    if not views:
+        metrics = {"target": target, "units": spec.units, "fold": config.fold,
+                   **_explain_view(subject, config, None, out, target)}
+    else:
+        metrics = {"target": target, "units": spec.units, "fold": config.fold,
+                   "views": {view: {"output": sel if not isinstance(sel, tuple) else list(sel),
+                                    **_explain_view(subject, config, sel, out / view, f"{target} {view}")}
+                             for view, sel in views.items()}}
+    write_json(metrics, Path(metrics_dir) / f"explain_{target}.json")
+    return metrics
+
+
+def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out: Path, label: str) -> dict[str, Any]:
+    """One explained output (``selection``) of ``subject`` over its molecules -> files in ``out``
+    and the view's metrics."""
+    from qmlrp.models.inputs import batch_to_inputs
+    from qmlrp.relevance.faithfulness import faithfulness_table, forward_function, gradient_times_input
+    from qmlrp.relevance.plots import perturbation_curves, type_bars
+
+    store, spec, lrp, rules = subject.store, subject.spec, subject.lrp, config.resolved_rules()
+    positions, split = subject.positions, subject.split
+    select = _selector(subject, selection)
+    width = int(spec.n_outputs)
     out.mkdir(parents=True, exist_ok=True)
 
     # -- relevance over all molecules, summarised per chunk ---------------------------------
-    lrp = ModelLRP(model)
-    forward = inference_function(model)
     chunks = _chunks(positions, config.batch_size)
     signed = {r: [] for r in rules}
     absolute = {r: [] for r in rules}
@@ -176,15 +277,18 @@ def run_explain(
     ids: list[np.ndarray] = []
     mean_share: list[np.ndarray] = []
     outputs: list[np.ndarray] = []
+    truths: list[np.ndarray] = []
     t_forward = t_lrp = 0.0
     for chunk in chunks:
         batch = store.batch(chunk)
         inputs = batch_to_inputs(batch)
+        sel = select(chunk)
         t0 = time.perf_counter()
-        outputs.append(forward(inputs))
+        outputs.append(_functional(np.asarray(subject.forward(inputs)).reshape(chunk.size, -1), sel, width))
         t_forward += time.perf_counter() - t0
+        truths.append(_functional(subject.y_all[chunk], sel, width))
         t0 = time.perf_counter()
-        explanations = lrp.explain_inputs(inputs, rules, batch.ids, output=config.output)
+        explanations = lrp.explain_inputs(inputs, rules, batch.ids, output=sel)
         t_lrp += time.perf_counter() - t0
         for name, e in explanations.items():
             args = (e.atoms, e.pairs, e.atom_molecule, e.pair_molecule, e.n_molecules)
@@ -199,14 +303,15 @@ def run_explain(
         mean_share.append(e.mean_share())
         ids.append(np.asarray(batch.ids))
     y_pred = np.concatenate(outputs)
-    y_true = y_all[positions]
+    y_true = np.concatenate(truths)
     outliers = outlier_mask(y_true, y_pred, config.outliers.get("k_mae"), config.outliers.get("quantile"))
-    _log(f"{target}: {positions.size} molecules, {len(rules)} rules, forward {t_forward:.1f}s, "
+    _log(f"{label}: {positions.size} molecules, {len(rules)} rules, forward {t_forward:.1f}s, "
          f"LRP {t_lrp:.1f}s, {int(outliers.sum())} outliers")
 
     all_ids = np.concatenate(ids)
     rows = []
     per_molecule = []
+    per_molecule_shares = []
     rule_metrics: dict[str, Any] = {}
     for name in rules:
         per_kind = {"signed": np.concatenate(signed[name]), "absolute": np.concatenate(absolute[name]),
@@ -231,8 +336,13 @@ def run_explain(
         flagged = np.concatenate(empty[name])
         per_molecule.append(pd.DataFrame({"id": all_ids, "rule": name, "output": y_pred, "input_share": r_in,
                                           "conservation_rel_error": c, "empty": flagged}))
+        shares_frame = pd.DataFrame(per_kind["share"].astype(np.float32), columns=list(FEATURE_TYPES))
+        shares_frame.insert(0, "outlier", outliers)
+        shares_frame.insert(0, "rule", name)
+        shares_frame.insert(0, "id", all_ids)
+        per_molecule_shares.append(shares_frame)
         if flagged.any():
-            _log(f"{target} {name}: {int(flagged.sum())} of {flagged.size} molecules have an empty explanation "
+            _log(f"{label} {name}: {int(flagged.sum())} of {flagged.size} molecules have an empty explanation "
                  f"(ids {', '.join(map(str, all_ids[flagged][:10]))}{' ...' if flagged.sum() > 10 else ''})")
         rule_metrics[name] = {
             "composite": rules[name].describe(),
@@ -243,10 +353,10 @@ def run_explain(
             "type_means": means,
             "ranking_absolute": ranking(np.array([means["absolute"][t] for t in FEATURE_TYPES])),
             "ranking_signed": ranking(np.array([means["signed"][t] for t in FEATURE_TYPES])),
-            "hypothesis": hypothesis(abs_norm, target),
-            "hypothesis_no_outliers": hypothesis(abs_norm[~outliers], target),
+            "hypothesis": hypothesis(abs_norm, spec.name),
+            "hypothesis_no_outliers": hypothesis(abs_norm[~outliers], spec.name),
             "ranking_absolute_totals": ranking(tot_norm.mean(0)),
-            "hypothesis_totals": hypothesis(tot_norm, target),
+            "hypothesis_totals": hypothesis(tot_norm, spec.name),
             "conservation_rel_error": {"max": float(c.max()), "median": float(np.median(c))},
             "absorbed_share_of_output": {"median": float(np.nanmedian(s)), "mean": float(np.nanmean(s)),
                                          "max_abs": float(np.nanmax(np.abs(s)))},
@@ -254,10 +364,13 @@ def run_explain(
     types = pd.concat(rows, ignore_index=True)
     write_csv(types, out / "types.csv")
     write_csv(pd.concat(per_molecule, ignore_index=True), out / "molecules.csv")
+    # per-molecule type shares (float32): the input of the cross-target comparison (compare stage)
+    write_parquet(pa.Table.from_pandas(pd.concat(per_molecule_shares, ignore_index=True), preserve_index=False),
+                  out / "shares.parquet")
     for name in rules:
         for subset, suffix in (("all", ""), ("no_outliers", "_no_outliers")):
             t = types[(types["rule"] == name) & (types["subset"] == subset)]
-            type_bars(t, f"{target} / {name} / {subset}", out / f"types_{name}{suffix}.png")
+            type_bars(t, f"{label} / {name} / {subset}", out / f"types_{name}{suffix}.png")
             # one small table per rule and subset for `dvc plots` (x: type, y: signed / absolute)
             wide = t.pivot(index="type", columns="value", values=["mean", "std"]).reindex(list(FEATURE_TYPES))
             wide = wide[[c for c in wide.columns if c[1] in ("signed", "absolute")]]
@@ -270,29 +383,28 @@ def run_explain(
     faith: dict[str, Any] = {}
     if sample.size:
         batch = store.batch(sample)
-        explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids, output=config.output)
+        sel = select(sample)
+        explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids, output=sel)
         attributions = {name: (e.atoms, e.pairs) for name, e in explanations.items()}
-        attributions["gradient_x_input"] = gradient_times_input(model)(batch)
-        aopc_rows, curves = faithfulness_table(batch, attributions, forward_function(model),
+        attributions["gradient_x_input"] = gradient_times_input(subject.model, sel)(batch)
+        aopc_rows, curves = faithfulness_table(batch, attributions, forward_function(subject.model, sel),
                                                int(f.get("atom_steps", 8)), int(f.get("type_steps", 6)),
                                                int(f.get("random_repeats", 3)))
         write_csv(pd.DataFrame(aopc_rows), out / "aopc.csv")
         write_csv(pd.DataFrame([{"curve": k, "step": s, "drop": float(v)} for k, c in curves.items()
                                 for s, v in enumerate(c)]), out / "perturbation.csv")
-        perturbation_curves(curves, target, out / "perturbation.png")
+        perturbation_curves(curves, label, out / "perturbation.png")
         for r in aopc_rows:
             faith.setdefault(r["unit"], {})[r["method"]] = {"aopc": r["aopc"], "sem": r["aopc_sem"]}
         faith["n_molecules"] = int(sample.size)
 
     # -- pictures -----------------------------------------------------------------------------
-    reference = dict(zip(store.ids.tolist(), y_all.tolist()))
-    drawn = draw_molecules(store, table, lrp, rules, _draw_ids(store, config.draw, split.test), out / "molecules",
-                           spec.name, spec.units, reference, bool(config.draw.get("same_scale", True)), config.output)
+    reference = dict(zip(store.ids[positions].tolist(), y_true.tolist()))
+    drawn = draw_molecules(store, subject.table, lrp, rules, _draw_ids(store, config.draw, split.test),
+                           out / "molecules", label, spec.units, reference, bool(config.draw.get("same_scale", True)),
+                           select)
 
-    metrics = {
-        "target": target,
-        "units": spec.units,
-        "fold": config.fold,
+    return {
         "n_molecules": int(positions.size),
         "model_mae": float(np.mean(np.abs(y_pred - y_true))),
         "outlier_cut": {k: v for k, v in config.outliers.items()},
@@ -304,8 +416,6 @@ def run_explain(
                    "lrp_per_rule_over_forward": round(t_lrp / max(t_forward, 1e-9) / len(rules), 3)},
         "molecules_drawn": drawn,
     }
-    write_json(metrics, Path(metrics_dir) / f"explain_{target}.json")
-    return metrics
 
 
 def _draw_ids(store: FeatureStore, draw: Mapping[str, Any], test: np.ndarray) -> list[int]:
@@ -345,8 +455,10 @@ def draw_molecules(store: FeatureStore, table: str | Path, lrp: Any, rules: Mapp
     if not ids:
         return []
     frame = pd.read_parquet(table, columns=["id", "smiles", "atomic_numbers", "coordinates"]).set_index("id")
-    batch = store.batch(store.positions(ids))
-    explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids, output=output)
+    chosen = store.positions(ids)
+    batch = store.batch(chosen)
+    selection = output(chosen) if callable(output) else output
+    explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids, output=selection)
     reference = reference or {}
     mols = []
     for mol_id in ids:

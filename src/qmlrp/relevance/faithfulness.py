@@ -31,32 +31,50 @@ from qmlrp.relevance.summary import FEATURE_TYPES, type_totals
 Forward = Callable[[GraphBatch], np.ndarray]
 
 
-def forward_function(model: keras.Model) -> Forward:
-    """``GraphBatch -> (n_molecules,)`` predictions (compiled once for ragged shapes)."""
+def _n_outputs(model: keras.Model) -> int:
+    return int(getattr(getattr(model, "head", None), "n_outputs", 1))
+
+
+def forward_function(model: keras.Model, output: Any = None) -> Forward:
+    """``GraphBatch -> (n_molecules,)`` explained output ``sum_k c_k y_k`` (``output`` as for
+    :meth:`~qmlrp.relevance.model_lrp.ModelLRP.explain_inputs`; compiled once for ragged shapes)."""
     from qmlrp.models.io import inference_function
+    from qmlrp.relevance.model_lrp import output_coefficients
 
     fn = inference_function(model)
-    return lambda batch: fn(batch_to_inputs(batch))
+    width = _n_outputs(model)
+
+    def run(batch: GraphBatch) -> np.ndarray:
+        y = np.asarray(fn(batch_to_inputs(batch)), np.float64).reshape(batch.n_molecules, -1)
+        return (y * output_coefficients(output, width, batch.n_molecules)).sum(1)
+
+    return run
 
 
-def gradient_times_input(model: keras.Model) -> Callable[[GraphBatch], tuple[np.ndarray, np.ndarray]]:
-    """``GraphBatch -> (atoms (n_atoms, 21), pairs (n_pairs, 13))`` of ``x * dy/dx`` per molecule
-    (molecules are independent, so the gradient of the summed outputs is per molecule)."""
+def gradient_times_input(model: keras.Model, output: Any = None) -> Callable[[GraphBatch], tuple[np.ndarray, np.ndarray]]:
+    """``GraphBatch -> (atoms (n_atoms, 21), pairs (n_pairs, 13))`` of ``x * df/dx`` per molecule for
+    the explained output ``f = sum_k c_k y_k`` (molecules are independent, so the gradient of the
+    summed outputs is per molecule)."""
     import tensorflow as tf
 
-    signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), INPUT_DTYPES[k]) for k in INPUT_SHAPES}]
+    from qmlrp.relevance.model_lrp import output_coefficients
+
+    width = _n_outputs(model)
+    signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), INPUT_DTYPES[k]) for k in INPUT_SHAPES},
+                 tf.TensorSpec((None, width), tf.float32)]
 
     @tf.function(input_signature=signature, autograph=False)
-    def grad(inputs: dict[str, Any]) -> tuple[Any, Any]:
+    def grad(inputs: dict[str, Any], coef: Any) -> tuple[Any, Any]:
         a, p = inputs["atom_features"], inputs["pair_features"]
         with tf.GradientTape() as tape:
             tape.watch([a, p])
-            y = tf.reduce_sum(model(inputs, training=False))
+            y = tf.reduce_sum(tf.reshape(model(inputs, training=False), (-1, width)) * coef)
         ga, gp = tape.gradient(y, [a, p])
         return a * ga, p * gp
 
     def run(batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
-        ga, gp = grad(batch_to_inputs(batch))
+        coef = output_coefficients(output, width, batch.n_molecules).astype(np.float32)
+        ga, gp = grad(batch_to_inputs(batch), coef)
         return np.asarray(ga), np.asarray(gp)
 
     return run
