@@ -80,9 +80,32 @@ def _xyz_items(path: Path) -> Iterable[Qm9Record | InputError]:
             yield err
 
 
+def _id_of_name(name: str) -> int | None:
+    """QM9 index of a file name such as ``dsgdb9nsd_000042`` (None if the name has no index)."""
+    tail = name.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _xyz_items_of(path: Path, wanted: set[int]) -> Iterable[Qm9Record | InputError]:
+    """:func:`_xyz_items` restricted to the QM9 ids ``wanted``: a file whose name carries another
+    index is skipped unparsed; one without an index in its name is parsed and kept if its id is wanted."""
+    for name, text in iter_qm9_source(path):
+        index = _id_of_name(name)
+        if index is not None and index not in wanted:
+            continue
+        try:
+            record = parse_qm9_xyz(text, name)
+        except InputError as err:
+            yield err
+            continue
+        if record.id in wanted:
+            yield record
+
+
 def ingest(source: str, output: str | Path, rejects: str | Path, metrics: str | Path,
            limit: int | None = None, seed: int = IngestParams.seed,
-           on_error: Literal["fail", "skip"] = IngestParams.on_error) -> IngestResult:
+           on_error: Literal["fail", "skip"] = IngestParams.on_error,
+           ids: Iterable[int] | None = None) -> IngestResult:
     """Read QM9 and write the table.
 
     Args:
@@ -91,11 +114,16 @@ def ingest(source: str, output: str | Path, rejects: str | Path, metrics: str | 
             values come from :class:`IngestParams`, whose defaults are the only ones stated.
         on_error: ``"fail"`` stops with a one-line error naming the first malformed record;
             ``"skip"`` leaves malformed records out. Either way all are listed in ``rejects``.
+        ids: read and parse only the molecules with these QM9 ids (before ``limit``); an id the
+            source does not hold is a QmlrpError naming it.
     """
     if on_error not in ("fail", "skip"):
         raise QmlrpError(f"ingest.on_error must be 'fail' or 'skip', got {on_error!r}")
+    wanted = None if ids is None else {int(i) for i in ids}
     if source == "qm9pack":
         frame = qm9pack_source.read_frame()
+        if wanted is not None:
+            frame = frame[frame["Index"].isin(wanted)]
         positions = sample_positions(len(frame), limit, seed)
         if positions is not None:
             frame = frame.iloc[positions]
@@ -103,7 +131,8 @@ def ingest(source: str, output: str | Path, rejects: str | Path, metrics: str | 
     else:
         if not Path(source).exists():
             raise InputError(str(source), "no such file or folder")
-        good, bad = _collect(_xyz_items(Path(source)), None)
+        items = _xyz_items(Path(source)) if wanted is None else _xyz_items_of(Path(source), wanted)
+        good, bad = _collect(items, None)
         positions = sample_positions(len(good), limit, seed)
         if positions is not None:
             good = [good[p] for p in positions]
@@ -115,6 +144,12 @@ def ingest(source: str, output: str | Path, rejects: str | Path, metrics: str | 
     if len(set(ids)) != len(ids):
         dup = pd.Series(ids).value_counts().index[0]
         raise QmlrpError(f"{source}: QM9 index {dup} appears more than once")
+    if wanted is not None and limit is None:
+        rejected = {_id_of_name(e.where) for e in bad}
+        missing = sorted(wanted - {r.id for r in good} - rejected)
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise QmlrpError(f"{source}: no molecule with QM9 id {missing[0]}{more}")
     write_parquet(records_to_table(good), output)
     result = IngestResult(n_molecules=len(good), n_rejected=len(bad), source=source)
     write_json({"n_molecules": result.n_molecules, "n_rejected": result.n_rejected}, metrics)

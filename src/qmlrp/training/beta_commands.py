@@ -1,0 +1,43 @@
+"""CLI commands of the β∥ model's stages: ``qmlrp beta-data`` and ``qmlrp beta-learning-curve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="Parameter file with one section per stage.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("beta-data")
+    def beta_data_command(params: Path = PARAMS) -> None:
+        """The β∥ model's data: published labels of one level -> data/beta (table, features, folds)."""
+        from qmlrp.labels.dataset import BetaDataParams, build_beta_data
+        from qmlrp.params import parse_section, stage_params
+
+        p = parse_section(BetaDataParams, "beta_data", stage_params("beta_data", params))
+        m = build_beta_data(p)
+        s = m["beta_parallel_au"]
+        typer.echo(f"beta-data: {m['n_molecules']} molecules of {m['n_labelled']} labelled at {m['level']} "
+                   f"({m['n_excluded']} excluded); beta_parallel mean {s['mean']:.4g} sd {s['sd']:.4g} "
+                   f"MAD {s['mad']:.4g} a.u. (bar 0.3 MAD = {s['mae_bar']:.4g})")
+        b = m["basis_effect"]
+        if b is not None and b["n"]:
+            r = "n/a" if b["pearson_r"] is None else f"{b['pearson_r']:.3f}"
+            typer.echo(f"basis effect ({b['levels'][1]} vs {b['levels'][0]}, {b['n']} molecules): r {r}, "
+                       f"mean ratio {b['mean_ratio']:.3g}, mean |difference| {b['mean_abs_difference_au']:.3g} a.u.")
+
+    @app.command("beta-learning-curve")
+    def beta_learning_curve_command(params: Path = PARAMS) -> None:
+        """beta test MAE against the number of training labels (all models as one program)."""
+        from qmlrp.training.backend import use_jax_backend
+
+        use_jax_backend()
+        from qmlrp.training.learning_curve import learning_curve
+
+        m = learning_curve(params)
+        for s in m["sizes"]:
+            sd = "" if s["mae_sd"] is None else f" ± {s['mae_sd']:.3g}"
+            ratio = "n/a" if s["mae_over_mad"] is None else f"{s['mae_over_mad']:.3g}"
+            typer.echo(f"n_train {s['n_train']}: test MAE {s['mae_mean']:.4g}{sd} {m['units']} (MAE/MAD {ratio})")

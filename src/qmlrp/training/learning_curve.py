@@ -1,0 +1,190 @@
+"""Stage ``beta_learning_curve``: β∥ test MAE versus the number of training labels.
+
+For every fold of ``beta_learning_curve.folds`` and every fraction of ``fractions``, the fold's
+model (:func:`qmlrp.training.train.fold_run`: train on the other folds minus the validation
+hold-out, test on the fold) is trained on a seeded subsample of ``round(fraction × n_train)`` of its
+training molecules. The subsamples of one fold are nested (each is a prefix of one seeded
+permutation of the fold's training set), so the curve's steps differ only by the added labels;
+validation and test molecules are the fold's own at every size. All models of the curve are trained
+as one program by :func:`qmlrp.training.engine.fit`; every other training choice (epochs, schedule,
+architecture, ...) is the ``train`` section's.
+
+Outputs: ``metrics/beta_learning_curve.json`` (per size: n_train, MAE mean ± sd over folds,
+MAE/MAD), ``plots/beta/learning_curve.csv`` and ``plots/beta/learning_curve.png`` (log-log MAE
+against n_train with the labels' MAD and the bar 0.3 × MAD). MAD is the mean absolute deviation of
+the data set's labels from their mean (all its molecules), as in ``metrics/beta_data.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from qmlrp.errors import QmlrpError
+from qmlrp.io import write_csv, write_json
+from qmlrp.paths import METRICS, dataset_paths
+
+CURVE_METRICS = METRICS / "beta_learning_curve.json"
+CURVE_TABLE = Path("plots/beta/learning_curve.csv")
+CURVE_PNG = Path("plots/beta/learning_curve.png")
+MAD_BAR = 0.3
+"""The β model's bar: test MAE ≤ ``MAD_BAR`` × MAD of the labels."""
+
+
+@dataclass(frozen=True)
+class LearningCurveParams:
+    """``params.yaml`` section ``beta_learning_curve``.
+
+    Attributes:
+        fractions: shares of each fold's training set, each in (0, 1].
+        folds: test folds (each a model per fraction).
+        seed: of the subsampling (one permutation per fold: ``default_rng([seed, fold])``).
+    """
+
+    fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    folds: tuple[int, ...] = tuple(range(10))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.fractions or any(not 0.0 < f <= 1.0 for f in self.fractions):
+            raise ValueError(f"fractions must be a non-empty list of numbers in (0, 1], got {list(self.fractions)}")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ValueError(f"fractions repeat a value: {list(self.fractions)}")
+        if not self.folds or len(set(self.folds)) != len(self.folds) or min(self.folds) < 0:
+            raise ValueError(f"folds must be distinct non-negative fold numbers, got {list(self.folds)}")
+
+
+def subsample(train: np.ndarray, fractions: tuple[float, ...], seed: int, fold: int) -> list[np.ndarray]:
+    """Nested seeded subsamples of the (n,) store positions ``train``, one per fraction: the
+    first ``round(f × n)`` of one permutation (``default_rng([seed, fold])``), sorted.
+
+    Raises:
+        QmlrpError: a fraction leaves fewer than 2 molecules (the target's sd would be 0).
+    """
+    order = np.random.default_rng([int(seed), int(fold)]).permutation(np.asarray(train, dtype=np.int64))
+    sizes = [int(round(f * order.size)) for f in fractions]
+    for f, n in zip(fractions, sizes):
+        if n < 2:
+            raise QmlrpError(f"params.yaml beta_learning_curve.fractions: {f:g} of fold {fold}'s "
+                             f"{order.size} training molecules leaves {n} (at least 2 needed)")
+    return [np.sort(order[:n]) for n in sizes]
+
+
+def _sd(values: list[float]) -> float | None:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def learning_curve(
+    params_path: str | Path = "params.yaml",
+    target_name: str = "beta",
+    metrics_file: str | Path = CURVE_METRICS,
+    table_file: str | Path = CURVE_TABLE,
+    png_file: str | Path = CURVE_PNG,
+    data: tuple[Path, Path, Path] | None = None,
+    log: bool = True,
+) -> dict[str, Any]:
+    """Train the curve's models as one program; write and return the metrics.
+
+    Args:
+        params_path: sections ``train`` and ``beta_learning_curve``.
+        target_name: the target (default ``beta``; its dataset gives table, features and folds).
+        data: (table, feature store, folds) instead of the target's dataset paths (tests).
+    """
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.params import parse_section, stage_params
+    from qmlrp.training.config import TrainConfig, get_target
+    from qmlrp.training.engine import fit
+    from qmlrp.training.train import fold_run, predict_positions
+
+    config = TrainConfig.load(params_path)
+    curve = parse_section(LearningCurveParams, "beta_learning_curve", stage_params("beta_learning_curve", params_path))
+    target = get_target(target_name)
+    table, features, folds_path = data or dataset_paths(target.dataset)
+    if not Path(features).exists():
+        raise QmlrpError(f"{features}: not found (run `dvc repro beta_data` first)")
+    t0 = time.perf_counter()
+    store = FeatureStore.open(features)
+    planned = []  # (fraction, fold, run, test positions)
+    for fold in curve.folds:
+        run, split = fold_run(store, table, folds_path, target.name, fold, config)
+        for fraction, train in zip(curve.fractions, subsample(run.train, curve.fractions, curve.seed, fold)):
+            metadata = {**run.metadata, "n_train": int(train.size), "fraction": float(fraction)}
+            planned.append((fraction, fold, replace(run, name=f"{run.name}/n{train.size}", train=train,
+                                                    metadata=metadata), split.test))
+    results = fit(store, [p[2] for p in planned], config, log=log)
+    rows = []
+    for (fraction, fold, run, test), result in zip(planned, results):
+        pred = predict_positions(result.model, store, test, 256)
+        rows.append({"fraction": float(fraction), "fold": int(fold), "n_train": int(run.train.size),
+                     "n_test": int(test.size), "test_mae": float(np.mean(np.abs(pred - run.y[test]))),
+                     "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs_run)})
+    per_model = pd.DataFrame(rows)
+
+    y = planned[0][2].y
+    mad = float(np.mean(np.abs(y - np.mean(y))))
+    sizes = []
+    for fraction in curve.fractions:
+        group = per_model[per_model["fraction"] == float(fraction)].sort_values("fold")
+        maes = group["test_mae"].tolist()
+        mean = float(np.mean(maes))
+        sizes.append({"fraction": float(fraction), "n_train": int(round(group["n_train"].mean())),
+                      "n_train_per_fold": [int(n) for n in group["n_train"]], "mae_mean": mean, "mae_sd": _sd(maes),
+                      "mae_over_mad": mean / mad if mad > 0 else None, "mae_per_fold": maes,
+                      "pass": bool(mean <= MAD_BAR * mad)})
+    metrics: dict[str, Any] = {
+        "target": target.name, "column": target.column, "units": target.units,
+        "n_molecules": int(len(store.ids)), "label_mad": mad, "mae_bar": MAD_BAR * mad,
+        "folds": [int(f) for f in curve.folds], "seed": int(curve.seed), "epochs": int(config.epochs),
+        "models_in_program": len(planned), "total_seconds": round(time.perf_counter() - t0, 1),
+        "sizes": sizes, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(curve).items()},
+    }
+    frame = pd.DataFrame([{k: s[k] for k in ("fraction", "n_train", "mae_mean", "mae_sd", "mae_over_mad")}
+                          for s in sizes])
+    frame["mad"] = mad
+    frame["mae_bar"] = MAD_BAR * mad
+    write_csv(frame, table_file)
+    _curve_png(frame, target.name, target.units, len(curve.folds), png_file)
+    write_json(metrics, metrics_file)
+    if log:
+        for s in sizes:
+            print(f"{target.name} n_train {s['n_train']}: test MAE {s['mae_mean']:.4g} {target.units} "
+                  f"({s['mae_mean'] / mad if mad > 0 else float('nan'):.3g} MAD)", file=sys.stderr)
+    return metrics
+
+
+def _curve_png(frame: pd.DataFrame, name: str, units: str, n_folds: int, path: str | Path) -> None:
+    """Log-log MAE (mean ± sd over folds) against n_train, with the MAD and the bar as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mad = float(frame["mad"].iloc[0])
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    ax.errorbar(frame["n_train"], frame["mae_mean"], yerr=frame["mae_sd"].fillna(0.0).to_numpy(), marker="o",
+                capsize=3, lw=1.2, label=f"test MAE (mean ± sd, {n_folds} fold{'s' if n_folds > 1 else ''})")
+    ax.axhline(mad, color="grey", ls="--", lw=1, label=f"MAD of the labels ({mad:.3g} {units})")
+    ax.axhline(MAD_BAR * mad, color="tab:red", ls=":", lw=1, label=f"bar {MAD_BAR:g} × MAD ({MAD_BAR * mad:.3g} {units})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(frame["n_train"].tolist())
+    ax.set_xlabel("training molecules")
+    ax.set_ylabel(f"{name} test MAE ({units})")
+    ax.set_title(f"{name}: test MAE against training-set size", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
