@@ -13,9 +13,10 @@ FOLDS = [0, 1]
 
 
 def small_params(root: Path, **train: object) -> Path:
-    """The repository's params.yaml with the train section shrunk for tests."""
+    """The repository's params.yaml with the train section shrunk for tests (targets alpha, zpve
+    unless ``train`` says otherwise)."""
     params = yaml.safe_load(REPO_PARAMS.read_text())
-    params["train"].update({"folds": FOLDS, "epochs": 2, "batch_size": 16, **train})
+    params["train"].update({"targets": ["alpha", "zpve"], "folds": FOLDS, "epochs": 2, "batch_size": 16, **train})
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
@@ -63,3 +64,35 @@ def trained(small_data) -> dict:
     assert done.returncode == 0, done.stderr[-3000:]
     return {(t, f): json.loads((small_data / "results" / t / f"fold{f}" / "run.json").read_text())
             for t in ("alpha", "zpve") for f in FOLDS}
+
+
+FREQUENCY_MODEL = {"head_units": [64], "embedding_width": 16, "atom_width": 16, "pair_width": 16,
+                   "atom_hidden": 16, "pair_hidden": 16}
+
+
+@pytest.fixture(scope="session")
+def trained_frequencies(small_data) -> Path:
+    """``frequencies`` and ``omega1`` on folds 0 and 1 (2 epochs, a small model) trained as the stage
+    does (one program per head width), in a JAX process, into ``freq/{models,results}``; returns
+    the ``freq`` folder."""
+    import os
+    import subprocess
+    import sys
+
+    root = small_data / "freq"
+    root.mkdir(exist_ok=True)
+    params = small_params(root, targets=["frequencies", "omega1"], model=FREQUENCY_MODEL)
+    data = small_data / "data"
+    script = (
+        "from qmlrp.training.backend import use_jax_backend; use_jax_backend()\n"
+        "from qmlrp.training.config import TrainConfig\n"
+        "from qmlrp.training.train import train_program\n"
+        f"train_program([(t, f) for t in ('frequencies', 'omega1') for f in {FOLDS!r}], TrainConfig.load({str(params)!r}),"
+        f" features={str(data / 'features')!r}, table={str(data / 'qm9.parquet')!r},"
+        f" folds_path={str(data / 'folds.parquet')!r}, models_dir={str(root / 'models')!r},"
+        f" results_dir={str(root / 'results')!r}, live_dir=None, log=False)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": "jax"},
+                          capture_output=True, text=True, timeout=1200, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root

@@ -136,6 +136,68 @@ def test_weights_file_is_compact_deterministic_and_reloads(store: FeatureStore, 
     assert loaded.metadata["target"] == "alpha"
 
 
+def test_masked_loss_ignores_padding(store: FeatureStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qmlrp.training.engine as engine
+    from qmlrp.training.spectra import masked_mae
+    from qmlrp.training.train import predict_positions
+
+    cfg = config(epochs=2)
+    a = run(store, "frequencies", 0, cfg)
+    assert a.y.shape == (len(store), 81) and np.isnan(a.y).any()
+    reference = fit(store, [a], cfg, log=False)[0]
+    # the padding's label values: +-inf instead of NaN, and 1e6 (not 0) inside the compiled step
+    marked = replace(a, y=np.where(np.isnan(a.y), np.where(np.arange(81) % 2 == 0, np.inf, -np.inf), a.y))
+    original = engine.masked_labels
+
+    def huge_padding(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels, mask = original(y, w)
+        return np.where(mask > 0, labels, np.float32(1e6)), mask
+
+    monkeypatch.setattr(engine, "masked_labels", huge_padding)
+    changed = fit(store, [marked], cfg, log=False)[0]
+    assert [h["val_mae"] for h in changed.history] == [h["val_mae"] for h in reference.history]
+    assert [h["loss"] for h in changed.history] == [h["loss"] for h in reference.history]
+    for w1, w2 in zip(weights(changed), weights(reference)):
+        np.testing.assert_array_equal(w1, w2)
+    # the logged validation MAE is the MAE over real modes only
+    pred = predict_positions(reference.model, store, a.validation, 16)
+    assert pred.shape == (a.validation.size, 81)
+    assert reference.best_val_mae == pytest.approx(masked_mae(pred, a.y[a.validation]), rel=1e-4)
+
+
+def test_vector_model_overfits_a_tiny_set(store: FeatureStore) -> None:
+    from qmlrp.training.spectra import label_mad
+
+    # one batch of all 16 molecules (BatchNorm's batch statistics then match its moving ones) and a
+    # constant rate: 81 outputs need a steadier descent than one (measured: ~0.035 MAD at 150 epochs)
+    cfg = config(epochs=150, batch_size=16, learning_rate=3e-3, lr_patience=150, early_stopping_patience=150,
+                 model={**SMALL_MODEL, "head_units": [128]})
+    base = run(store, "frequencies", 0, cfg)
+    tiny = base.train[np.isfinite(base.y[base.train]).any(axis=1)][:16]
+    result = fit(store, [replace(base, train=tiny, validation=tiny)], cfg, log=False)[0]
+    mad = label_mad(base.y[tiny])  # the MAE of predicting each mode's mean
+    assert result.best_val_mae < 0.1 * mad, (result.best_val_mae, mad)
+    assert result.history[0]["val_mae"] > 5 * result.best_val_mae
+
+
+def test_mixed_head_widths_train_as_one_program_per_width(store: FeatureStore) -> None:
+    from qmlrp.training.engine import fit_grouped
+
+    cfg = config(epochs=1)
+    a, f = run(store, "alpha", 0, cfg), run(store, "frequencies", 1, cfg)
+    with pytest.raises(QmlrpError, match="one program trains models of one head width, got alpha/fold0 1, "
+                                         "frequencies/fold1 81"):
+        fit(store, [a, f], cfg, log=False)
+    seen: list[tuple[int, int]] = []
+    grouped = fit_grouped(store, [f, a], cfg, log=False, on_epoch=lambda k, row: seen.append((k, row["epoch"])))
+    assert [r.name for r in grouped] == ["frequencies/fold1", "alpha/fold0"] and sorted(seen) == [(0, 1), (1, 1)]
+    assert grouped[0].model.head.n_outputs == 81 and grouped[1].model.head.n_outputs == 1
+    alone = fit(store, [a], cfg, log=False)[0]
+    assert grouped[1].history[0]["val_mae"] == alone.history[0]["val_mae"]  # the scalar program is unchanged
+    for w1, w2 in zip(weights(grouped[1]), weights(alone)):
+        np.testing.assert_array_equal(w1, w2)
+
+
 def test_engine_refuses_other_backends_by_name() -> None:
     import keras
 

@@ -183,10 +183,25 @@ class GraphConvModel(keras.Model):
         )
 
 
-def build_model(config: ModelConfig, metadata: dict[str, Any] | None = None) -> GraphConvModel:
-    """A freshly initialised (and built) :class:`GraphConvModel` for ``config``."""
+def build_model(config: ModelConfig, metadata: dict[str, Any] | None = None,
+                n_outputs: int | None = None) -> GraphConvModel:
+    """A freshly initialised (and built) :class:`GraphConvModel` for ``config``.
+
+    ``n_outputs``: width of the head (1: a scalar target; 81: the padded frequency vector). When
+    None it is read from ``metadata["n_outputs"]`` (absent: 1), which is how model files record it;
+    a width > 1 is written into the metadata so that the saved file rebuilds the same head.
+    """
     if config.depth < 1:
         raise ValueError("model depth must be at least 1 weave module")
+    metadata = dict(metadata or {})
+    recorded = int(metadata.get("n_outputs", 1))
+    width = recorded if n_outputs is None else int(n_outputs)
+    if width < 1:
+        raise ValueError(f"n_outputs must be positive, got {width}")
+    if n_outputs is not None and "n_outputs" in metadata and recorded != width:
+        raise ValueError(f"n_outputs {width} disagrees with the metadata's {recorded}")
+    if width != 1:  # scalar models keep their metadata (and file bytes) unchanged
+        metadata["n_outputs"] = width
     modules = [
         WeaveModule(
             atom_units=config.atom_width,
@@ -204,7 +219,7 @@ def build_model(config: ModelConfig, metadata: dict[str, Any] | None = None) -> 
         weave_modules=modules,
         atom_embedding=AtomEmbedding(config.embedding_width, config.batch_norm_momentum, name="embedding"),
         readout=GaussianHistogram(name="readout"),
-        head=RegressionHead(config.head_units, config.dropout, name="head"),
+        head=RegressionHead(config.head_units, config.dropout, n_outputs=width, name="head"),
         metadata=metadata,
         name="weave_gc",
     )

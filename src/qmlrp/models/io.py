@@ -126,7 +126,8 @@ def find_models(models_dir: str | Path) -> dict[str, list[tuple[int, Path]]]:
 def inference_function(
     model: GraphConvModel, bucket_molecules: int = 64, bucket_atoms: int = 256, bucket_pairs: int = 4096
 ) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    """``inputs dict -> (n_molecules,) predictions in target units`` (inference mode).
+    """``inputs dict -> predictions in target units`` (inference mode): (n_molecules,) for a
+    scalar head, (n_molecules, n_outputs) for a vector head (e.g. the 81 frequencies, cm^-1).
 
     With TensorFlow the forward pass is a ``tf.function`` traced once for ragged (None) shapes;
     other backends get batches padded to bucketed sizes (see :func:`pad_inputs`).
@@ -136,13 +137,19 @@ def inference_function(
 
         signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), INPUT_DTYPES[k]) for k in INPUT_SHAPES}]
         fn: Any = tf.function(lambda inputs: model(inputs, training=False), input_signature=signature, autograph=False)
-        return lambda inputs: np.asarray(keras.ops.convert_to_numpy(fn(inputs))).reshape(-1)
+        return lambda inputs: _squeezed(np.asarray(keras.ops.convert_to_numpy(fn(inputs))))
 
     def padded(inputs: dict[str, np.ndarray]) -> np.ndarray:
         # JAX & co. compile per input shape: pad to buckets so a few compiled shapes serve all.
         n = int(inputs[MOLECULE_ATOMS_KEY].shape[0])
         slots = -(-(n + 1) // bucket_molecules) * bucket_molecules
         x, _, _ = pad_inputs(inputs, np.zeros((n, 1), np.float32), slots, bucket_atoms, bucket_pairs)
-        return np.asarray(model.predict_on_batch(x)).reshape(-1)[:n]
+        return _squeezed(np.asarray(model.predict_on_batch(x))[:n])
 
     return padded
+
+
+def _squeezed(out: np.ndarray) -> np.ndarray:
+    """(n, 1) -> (n,); (n, T) stays."""
+    out = out.reshape(out.shape[0], -1)
+    return out[:, 0] if out.shape[1] == 1 else out

@@ -1,8 +1,10 @@
 """Batches for the multi-model engine: K models, each drawing its own molecules, one static shape.
 
-Two sources with one contract, ``inputs(chunks) -> (inputs dict of (K, ...) arrays, y (K, S), w (K, S))``
+Two sources with one contract, ``inputs(chunks) -> (inputs dict of (K, ...) arrays, y (K, S, T), w (K, S))``
 where ``chunks`` holds each model's store positions for this step (S = batch_size + 1 molecule
-slots; the last slot is the padding sink):
+slots; the last slot is the padding sink; T the models' common head width, 1 for a scalar target).
+Labels keep their NaN padding (vector targets); the engine masks and replaces it before the
+compiled step:
 
 * :class:`HostBatches` -- ragged batches from the :class:`FeatureStore` (pairs expanded on the
   fly on the host), padded to the largest bucketed atom and pair count of the K batches. Only
@@ -48,7 +50,8 @@ def pad_to(inputs: dict[str, np.ndarray], y: np.ndarray, slots: int, n_atoms: in
            ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Pad a ragged input dict (n molecules) to exactly ``slots`` molecules, ``n_atoms`` atoms and
     ``n_pairs`` pairs. Padding atoms belong to the last (sink) slot; padding pairs join the last
-    padding atom to itself. Returns ``(inputs with atom_mask, y (slots,), weight (slots,))``."""
+    padding atom to itself. ``y`` is (n,) or (n, T); returns ``(inputs with atom_mask, y (slots,)
+    or (slots, T), weight (slots,))``."""
     n_mol = int(inputs[MOLECULE_ATOMS_KEY].shape[0])
     real_atoms = int(inputs[ATOM_FEATURES_KEY].shape[0])
     real_pairs = int(inputs[PAIR_FEATURES_KEY].shape[0])
@@ -70,7 +73,8 @@ def pad_to(inputs: dict[str, np.ndarray], y: np.ndarray, slots: int, n_atoms: in
     out[MOLECULE_ATOMS_KEY][:n_mol] = inputs[MOLECULE_ATOMS_KEY]
     out[MOLECULE_ATOMS_KEY][sink] = n_atoms - real_atoms
     out[ATOM_MASK_KEY][:real_atoms] = 1.0
-    y_out = np.zeros(slots, np.float32)
+    y = np.asarray(y)
+    y_out = np.zeros((slots, *y.shape[1:]), np.float32)
     y_out[:n_mol] = y
     weight = np.zeros(slots, np.float32)
     weight[:n_mol] = 1.0
@@ -82,7 +86,8 @@ class HostBatches:
 
     Args:
         store: the featurized molecules.
-        targets: (K, len(store)) target values per model (target units).
+        targets: K arrays of (len(store), T) target values, one per model (target units; NaN
+            marks padding). Not copied: models of one target share one array.
         batch_size: molecules per model per step.
         atom_bucket, pair_bucket: atom and pair counts are rounded up to these multiples (the
             number of compiled shapes stays small).
@@ -91,7 +96,7 @@ class HostBatches:
     def __init__(self, store: FeatureStore, targets: np.ndarray, batch_size: int,
                  atom_bucket: int = 64, pair_bucket: int = 1024) -> None:
         self.store = store
-        self.targets = np.asarray(targets, np.float64)
+        self.targets = [_as_matrix(t) for t in targets]
         self.batch_size = int(batch_size)
         self.atom_bucket = int(atom_bucket)
         self.pair_bucket = int(pair_bucket)
@@ -102,7 +107,7 @@ class HostBatches:
             if chunk.size == 0:
                 ragged.append(None)
                 continue
-            ragged.append((batch_to_inputs(self.store.batch(chunk)), self.targets[k, chunk]))
+            ragged.append((batch_to_inputs(self.store.batch(chunk)), self.targets[k][chunk]))
         atoms = max([int(self.store.n_atoms[c].sum()) for c in chunks] + [0]) + 1
         pairs = max([int((self.store.n_atoms[c] * (self.store.n_atoms[c] - 1) // 2).sum()) for c in chunks] + [1])
         atoms, pairs = _round_up(atoms, self.atom_bucket), _round_up(pairs, self.pair_bucket)
@@ -111,11 +116,17 @@ class HostBatches:
         for item in ragged:
             if item is None:  # this model sits the step out: an all-padding batch of weight 0
                 empty = batch_to_inputs(self.store.batch(np.zeros(0, np.int64)))
-                padded.append(pad_to(empty, np.zeros(0), slots, atoms, pairs))
+                padded.append(pad_to(empty, np.zeros((0, self.targets[0].shape[1])), slots, atoms, pairs))
             else:
                 padded.append(pad_to(item[0], item[1], slots, atoms, pairs))
         stacked = {key: np.stack([p[0][key] for p in padded]) for key in padded[0][0]}
         return stacked, np.stack([p[1] for p in padded]), np.stack([p[2] for p in padded])
+
+
+def _as_matrix(values: np.ndarray) -> np.ndarray:
+    """Labels as (n, T) float64: a scalar target's (n,) becomes (n, 1)."""
+    values = np.asarray(values, np.float64)
+    return values.reshape(values.shape[0], -1)
 
 
 def dense_store(store: FeatureStore, chunk: int = 4096) -> dict[str, np.ndarray]:
@@ -150,7 +161,7 @@ def dense_store(store: FeatureStore, chunk: int = 4096) -> dict[str, np.ndarray]
 class DeviceBatches:
     """The dense store on the accelerator; steps gather their inputs inside the compiled program.
 
-    ``inputs(chunks)`` returns ``(index (K, B) int32, y (K, B+1), w (K, B+1))``; the compiled step
+    ``inputs(chunks)`` returns ``(index (K, B) int32, y (K, B+1, T), w (K, B+1))``; the compiled step
     calls :meth:`gather` (a pure function of jax arrays) on each model's indices and weights.
     """
 
@@ -158,7 +169,7 @@ class DeviceBatches:
         import jax.numpy as jnp
 
         self.batch_size = int(batch_size)
-        self.targets = np.asarray(targets, np.float64)
+        self.targets = [_as_matrix(t) for t in targets]
         dense = dense_store(store)
         self.arrays = {key: jnp.asarray(value) for key, value in dense.items()}
         ti, tj = np.triu_indices(MAX_ATOMS, 1)
@@ -167,11 +178,11 @@ class DeviceBatches:
     def inputs(self, chunks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k, b = len(chunks), self.batch_size
         index = np.zeros((k, b), np.int32)
-        y = np.zeros((k, b + 1), np.float32)
+        y = np.zeros((k, b + 1, self.targets[0].shape[1]), np.float32)
         w = np.zeros((k, b + 1), np.float32)
         for m, chunk in enumerate(chunks):
             index[m, : chunk.size] = chunk
-            y[m, : chunk.size] = self.targets[m, chunk]
+            y[m, : chunk.size] = self.targets[m][chunk]
             w[m, : chunk.size] = 1.0
         return index, y, w
 

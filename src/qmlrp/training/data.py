@@ -8,6 +8,7 @@ with the training step.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from qmlrp.models.inputs import (
     pad_inputs,
 )
 from qmlrp.training.config import Target
+from qmlrp.training.spectra import frequency_vector, is_linear, n_modes
 
 
 @dataclass(frozen=True)
@@ -45,18 +47,64 @@ class Split:
 
 
 def load_targets(store: FeatureStore, table: str | Path, target: Target) -> np.ndarray:
-    """(len(store),) float64 target values aligned with the store's molecules."""
+    """Target values aligned with the store's molecules (target units).
+
+    Scalar targets: (len(store),) float64 -- alpha, ZPVE, ... as before, and ``omega1`` (the highest
+    harmonic frequency, cm^-1). Vector targets (``n_outputs`` > 1, the frequencies): (len(store),
+    n_outputs) float64, each row the molecule's modes sorted in descending order (index 0 = omega_1)
+    and NaN-padded (:func:`qmlrp.training.spectra.frequency_vector`).
+
+    Frequency lists are checked against the molecule: 3N - 6 modes, 3N - 5 if linear. A list of
+    exactly twice that length is QM9's doubled record (two frequency sets in one record: 334 of
+    130,831 molecules, 7 of the default 2,000 sample; the two sets differ, up to 484 cm^-1): such
+    molecules get NaN labels (masked out of training and metrics) and one warning line on stderr.
+    Any other count, or more modes than the head has outputs, is refused in one line.
+    """
     table = Path(table)
     if not table.exists():
         raise QmlrpError(f"{table}: not found (run `dvc repro ingest` first)")
-    frame = pd.read_parquet(table, columns=["id", target.column]).set_index("id")
+    frequencies = target.column == "frequencies_cm1"
+    columns = ["id", target.column] + (["atomic_numbers", "coordinates"] if frequencies else [])
+    frame = pd.read_parquet(table, columns=columns).set_index("id")
     missing = np.setdiff1d(store.ids, frame.index.to_numpy())
     if missing.size:
         raise QmlrpError(f"{table}: {missing.size} featurized molecules have no {target.column} (e.g. id {missing[0]})")
+    if frequencies:
+        return _frequency_targets(frame.reindex(store.ids), table, target)
     values = frame[target.column].reindex(store.ids).to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(values)):
         raise QmlrpError(f"{table}: non-finite {target.column} values")
     return values
+
+
+def _frequency_targets(frame: pd.DataFrame, table: Path, target: Target) -> np.ndarray:
+    """(n, n_outputs) sorted, padded frequencies, or (n,) omega_1 when ``n_outputs`` is 1 (cm^-1)."""
+    width = max(int(target.n_outputs), 81)
+    out = np.full((len(frame), width), np.nan)
+    doubled: list[int] = []
+    for row, (mol_id, freqs, numbers, coords) in enumerate(zip(frame.index, frame[target.column],
+                                                               frame["atomic_numbers"], frame["coordinates"])):
+        freqs = np.asarray(freqs, np.float64)
+        n_atoms = len(numbers)
+        expected = n_modes(n_atoms, is_linear(np.asarray(coords, np.float64).reshape(-1, 3)))
+        if freqs.size == 2 * expected:
+            doubled.append(int(mol_id))
+            continue
+        if freqs.size > width:
+            raise QmlrpError(f"{table}: id {mol_id} lists {freqs.size} harmonic frequencies, more than the "
+                             f"{width} the frequencies head holds")
+        if freqs.size != expected:
+            raise QmlrpError(f"{table}: id {mol_id} lists {freqs.size} harmonic frequencies; {n_atoms} atoms "
+                             f"have {expected} modes")
+        if not np.all(np.isfinite(freqs)):
+            raise QmlrpError(f"{table}: id {mol_id}: non-finite harmonic frequency")
+        out[row] = frequency_vector(freqs, width)
+    if doubled:
+        print(f"warning: {table}: {len(doubled)} molecule(s) list two sets of harmonic frequencies "
+              f"(2 x (3N-6) values, e.g. id {doubled[0]}); they get no {target.name} label", file=sys.stderr)
+    if target.n_outputs == 1:
+        return out[:, 0].copy()  # omega_1, the highest frequency (NaN for the doubled records)
+    return out[:, : target.n_outputs].copy()
 
 
 def make_split(
@@ -147,7 +195,7 @@ class BatchStream:
         if self.targets is None:
             y = np.zeros((chunk.size, 1), np.float32)
         else:
-            y = self.targets[chunk].astype(np.float32).reshape(-1, 1)
+            y = self.targets[chunk].astype(np.float32).reshape(chunk.size, -1)
         if self.padding is None:
             return inputs, y
         return pad_inputs(inputs, y, self.batch_size + 1, self.padding.atom_multiple, self.padding.pair_multiple)

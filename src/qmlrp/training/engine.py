@@ -7,6 +7,13 @@ ordinary single-model run; K = 20 is the whole 10-fold study of two targets in o
 is what fills a GPU. Each model's result equals a run of that model alone (same seed) up to float
 round-off: batches, initial weights and schedules depend only on the model's own seed.
 
+All models of one program have the same head width (``jax.vmap`` stacks equal shapes): a scalar
+target (width 1) or the padded frequency vector (width 81); :func:`fit_grouped` splits a mixed
+list into one program per width. Labels are (K, S, T) per step: a vector target's padding (NaN)
+is masked -- mask = label finite, NaNs replaced by 0 on the host before the compiled step -- so the
+loss and the train/validation MAE are means over real entries only (a molecule with more modes
+weighs more). With every label finite (the scalar targets) this is the unmasked computation.
+
 Per model and epoch: Adam (Keras' formulation) on the loss of the standardised target, the
 learning-rate schedule of :mod:`qmlrp.training.schedule`, optionally an exponential moving average
 of the weights (validated and kept instead of the raw weights), validation MAE in target units,
@@ -51,7 +58,8 @@ class ModelRun:
     Attributes:
         name: e.g. ``alpha/fold0``.
         target: what it learns (column and units).
-        y: (len(store),) target values indexed by store position (target units).
+        y: target values indexed by store position (target units): (len(store),) for a scalar
+            target, (len(store), n_outputs) for a vector one (NaN = padding, masked out).
         train, validation: store positions.
         seed: initial weights and batch order (``train.seed + fold`` in the stages).
         metadata: saved with the model (target, fold, sizes, ...).
@@ -81,8 +89,8 @@ class FitResult:
     epochs_run: int
     stop_reason: str
     fit_seconds: float
-    target_mean: float
-    target_std: float
+    target_mean: float | list[float]
+    target_std: float | list[float]
 
 
 def require_jax() -> None:
@@ -101,18 +109,55 @@ def _fingerprint(runs: Sequence[ModelRun], config: TrainConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _build(run: ModelRun, store: FeatureStore, config: TrainConfig) -> tuple[Any, float, float]:
+def n_outputs_of(run: ModelRun) -> int:
+    """Head width of ``run``: 1 for (n,) labels, T for (n, T)."""
+    return 1 if np.ndim(run.y) == 1 else int(np.shape(run.y)[1])
+
+
+def target_statistics(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output ``(mean (T,), sd (T,))`` of training labels ``y`` (n,) or (n, T), ignoring NaN.
+
+    An output with no finite label (a mode that is padding on the whole training set) gets the
+    mean and sd of all real entries; one whose sd is 0 or undefined (a single value) gets that
+    pooled sd; if even that is not positive, 1. All-finite labels give ``np.mean``/``np.std``."""
+    y = np.asarray(y, np.float64).reshape(len(y), -1)
+    if np.all(np.isfinite(y)):
+        return np.mean(y, axis=0), np.std(y, axis=0)
+    real = y[np.isfinite(y)]
+    if real.size == 0:
+        raise QmlrpError("no finite training label")
+    pooled_mean, pooled_sd = float(np.mean(real)), float(np.std(real))
+    pooled_sd = pooled_sd if pooled_sd > 0 else 1.0
+    counts = np.sum(np.isfinite(y), axis=0)
+    filled = np.where(np.isfinite(y), y, 0.0)
+    mean = np.where(counts > 0, filled.sum(axis=0) / np.maximum(counts, 1), pooled_mean)
+    dev = np.where(np.isfinite(y), y - mean, 0.0)
+    sd = np.sqrt((dev * dev).sum(axis=0) / np.maximum(counts, 1))
+    sd = np.where((counts > 1) & (sd > 0), sd, pooled_sd)
+    return mean, sd
+
+
+def _build(run: ModelRun, store: FeatureStore, config: TrainConfig) -> tuple[Any, np.ndarray, np.ndarray]:
     import keras
 
     from qmlrp.models.gc import build_model
     from qmlrp.training.data import feature_sample
 
     keras.utils.set_random_seed(int(run.seed))
-    model = build_model(config.model, metadata=run.metadata)
-    mean, std = float(np.mean(run.y[run.train])), float(np.std(run.y[run.train]))
+    width = n_outputs_of(run)
+    model = build_model(config.model, metadata=run.metadata, n_outputs=width)
+    mean, std = target_statistics(run.y[run.train])
     model.head.target_scaling.set_statistics(mean, std)
     model.input_layer.adapt(*feature_sample(store, run.train, config.scaling_sample, config.seed))
     return model, mean, std
+
+
+def masked_labels(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(y with NaN -> 0 (K, S, T) float32, mask (K, S, T) float32)`` for one step's labels
+    ``y`` (K, S, T) and molecule weights ``w`` (K, S): mask = label finite and slot real."""
+    finite = np.isfinite(y)
+    mask = (finite & (np.asarray(w)[..., None] > 0)).astype(np.float32)
+    return np.where(finite, y, 0.0).astype(np.float32), mask
 
 
 def _stack(trees: Sequence[Sequence[np.ndarray]]) -> list[Any]:
@@ -136,9 +181,10 @@ def _compile_steps(template: Any, config: TrainConfig, source: Any, n_models: in
 
     def forward(tv: Any, ntv: Any, inputs: Any, training: bool) -> tuple[Any, Any]:
         out, new_ntv = template.stateless_call(tv, ntv, inputs, training=training)
-        return out[:, 0], new_ntv
+        return out, new_ntv  # (S, T)
 
     def loss_fn(tv: Any, ntv: Any, inputs: Any, y: Any, w: Any, std: Any) -> tuple[Any, Any]:
+        # y (S, T) with padding replaced by 0; w (S, T) the mask (label finite, slot real)
         pred, new_ntv = forward(tv, ntv, inputs, True)
         d = (pred - y) / std
         if kind == "mae":
@@ -153,9 +199,9 @@ def _compile_steps(template: Any, config: TrainConfig, source: Any, n_models: in
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def one_step(tv, ntv, m, v, t, ema, batch, y, w, std, lr, arrays):  # noqa: ANN001
+    def one_step(tv, ntv, m, v, t, ema, batch, y, w, mask, std, lr, arrays):  # noqa: ANN001
         inputs = source.gather(arrays, batch, w) if device else batch
-        (loss, (new_ntv, abs_err)), grads = grad_fn(tv, ntv, inputs, y, w, std)
+        (loss, (new_ntv, abs_err)), grads = grad_fn(tv, ntv, inputs, y, mask, std)
         active = jnp.sum(w) > 0
         t1 = t + active.astype(t.dtype)
         tf = t1.astype(jnp.float32)
@@ -177,7 +223,7 @@ def _compile_steps(template: Any, config: TrainConfig, source: Any, n_models: in
         inputs = source.gather(arrays, batch, w) if device else batch
         return forward(tv, ntv, inputs, False)[0]
 
-    train_axes, predict_axes = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None), (0, 0, 0, 0, None)
+    train_axes, predict_axes = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None), (0, 0, 0, 0, None)
     if n_models > 1:
         return jax.jit(jax.vmap(one_step, in_axes=train_axes)), jax.jit(jax.vmap(one_predict, in_axes=predict_axes))
     # One model: the same step without the model axis (XLA's CPU gathers and scatters run ~2x
@@ -265,19 +311,28 @@ def fit(
     require_jax()
     if not runs:
         raise QmlrpError("fit: no models to train")
+    widths = {n_outputs_of(r) for r in runs}
+    if len(widths) > 1:
+        named = ", ".join(f"{r.name} {n_outputs_of(r)}" for r in runs)
+        raise QmlrpError(f"fit: one program trains models of one head width, got {named}; "
+                         f"use fit_grouped (one program per width)")
+    for r in runs:
+        for part, positions in (("training", r.train), ("validation", r.validation)):
+            if not np.any(np.isfinite(np.asarray(r.y)[positions])):
+                raise QmlrpError(f"fit: {r.name} has no finite {part} label")
     k_models, batch_size = len(runs), int(config.batch_size)
     kind = source or config.batches
     if kind == "auto":
         kind = "device" if jax.default_backend() != "cpu" else "host"
-    targets = np.stack([r.y for r in runs])
+    targets = [r.y for r in runs]
     batches: Any = (DeviceBatches(store, targets, batch_size) if kind == "device"
                     else HostBatches(store, targets, batch_size, config.xla_atom_bucket, config.xla_pair_bucket))
     arrays = getattr(batches, "arrays", None)
 
     built = [_build(r, store, config) for r in runs]
     models = [b[0] for b in built]
-    means = np.array([b[1] for b in built])
-    stds = np.array([b[2] for b in built])
+    means = [b[1] for b in built]
+    stds = np.stack([b[2] for b in built])  # (K, T)
     template = models[0]
     n_tv, n_ntv = len(template.trainable_variables), len(template.non_trainable_variables)
     tv = _stack([[v.value for v in m.trainable_variables] for m in models])
@@ -331,15 +386,17 @@ def fit(
                                "schedules": [s.state() for s in schedules]})
 
     def validate(weights: list[Any], stats: list[Any]) -> np.ndarray:
-        """(K,) validation MAE in target units."""
+        """(K,) validation MAE in target units, over real (finite) labels only."""
         steps = max(-(-r.validation.size // batch_size) for r in runs)
-        abs_sum = np.zeros(k_models)
+        abs_sum, count = np.zeros(k_models), np.zeros(k_models)
         for s in range(steps):
             chunks = [r.validation[s * batch_size:(s + 1) * batch_size] for r in runs]
             batch, y, w = batches.inputs(chunks)
+            y, mask = masked_labels(y, w)
             pred = np.asarray(predict_step(weights, stats, batch, jnp.asarray(w), arrays))
-            abs_sum += np.sum(np.abs(pred - y) * w, axis=1)
-        return abs_sum / np.array([r.validation.size for r in runs])
+            abs_sum += np.sum(np.abs(pred - y) * mask, axis=(1, 2))
+            count += np.sum(mask, axis=(1, 2))
+        return abs_sum / count
 
     time_limit = None if config.time_limit_minutes is None else 60.0 * float(config.time_limit_minutes)
     t_start = time.perf_counter()
@@ -351,18 +408,22 @@ def fit(
         orders = [np.random.default_rng([r.seed, epoch]).permutation(r.train) for r in runs]
         n_steps = max(steps_per_model)
         losses, abs_errs = [], []
+        counts = np.zeros(k_models)  # real labels seen per model (host side, exact)
         for s in range(n_steps):
             chunks = [orders[k][s * batch_size:(s + 1) * batch_size] if not stopped[k] else np.zeros(0, np.int64)
                       for k in range(k_models)]
             lr = jnp.asarray([schedules[k].rate(s, epoch + s / steps_per_model[k]) for k in range(k_models)],
                              jnp.float32)
             batch, y, w = batches.inputs(chunks)
+            y, mask = masked_labels(y, w)
             tv, ntv, m_state, v_state, t_state, ema, loss, abs_err = train_step(
-                tv, ntv, m_state, v_state, t_state, ema, batch, jnp.asarray(y), jnp.asarray(w), std_arr, lr, arrays)
+                tv, ntv, m_state, v_state, t_state, ema, batch, jnp.asarray(y), jnp.asarray(w), jnp.asarray(mask),
+                std_arr, lr, arrays)
             losses.append(loss)
             abs_errs.append(abs_err)
+            counts += mask.sum(axis=(1, 2))
         loss_sum = np.asarray(jnp.sum(jnp.stack(losses), axis=0))
-        train_mae = np.asarray(jnp.sum(jnp.stack(abs_errs), axis=0)) / np.array([r.train.size for r in runs])
+        train_mae = np.asarray(jnp.sum(jnp.stack(abs_errs), axis=0)) / np.maximum(counts, 1.0)
         weights = ema if config.ema_decay is not None else tv
         val_mae = validate(weights, ntv)
         epoch += 1
@@ -404,5 +465,42 @@ def fit(
         results.append(FitResult(name=run.name, model=model, history=histories[k], best_epoch=int(best_epoch[k]),
                                  best_val_mae=float(best[k]), epochs_run=len(histories[k]),
                                  stop_reason=stopped[k] or "max epochs", fit_seconds=round(fit_seconds, 1),
-                                 target_mean=float(means[k]), target_std=float(stds[k])))
+                                 target_mean=_statistic(means[k]), target_std=_statistic(stds[k])))
     return results
+
+
+def _statistic(value: np.ndarray) -> float | list[float]:
+    """A per-output statistic for the record: a float for a scalar head, else a list."""
+    value = np.asarray(value, np.float64).reshape(-1)
+    return float(value[0]) if value.size == 1 else [float(v) for v in value]
+
+
+def fit_grouped(
+    store: FeatureStore,
+    runs: Sequence[ModelRun],
+    config: TrainConfig,
+    checkpoint: str | Path | None = None,
+    **kwargs: Any,
+) -> list[FitResult]:
+    """:func:`fit` for runs of mixed head widths: one program per width (in order of first
+    appearance), results in the order of ``runs``; ``on_epoch`` gets indices into ``runs``. With several programs, each
+    width's checkpoint gets its own file (``program.npz`` -> ``program-n81.npz``; width 1 keeps
+    the given name, so a scalar-only program resumes from the same file as before)."""
+    groups: dict[int, list[int]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(n_outputs_of(run), []).append(i)
+    results: list[FitResult | None] = [None] * len(runs)
+    for width, members in groups.items():
+        path = None
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if width != 1 and len(groups) > 1:
+                path = path.with_name(f"{path.stem}-n{width}{path.suffix}")
+        on_epoch = kwargs.get("on_epoch")
+        group_kwargs = dict(kwargs)
+        if on_epoch is not None:
+            group_kwargs["on_epoch"] = (lambda k, row, members=members: on_epoch(members[k], row))
+        for i, result in zip(members, fit(store, [runs[i] for i in members], config, checkpoint=path,
+                                          **group_kwargs)):
+            results[i] = result
+    return [r for r in results if r is not None]

@@ -8,6 +8,8 @@ and ``study``:
   beside the main runs'; no model file is kept for them);
 * ``checkpoint``: the resumable program state (kill the stage and rerun it: it resumes).
 
+Runs of different head widths (scalar targets, the 81 frequencies) are one program per width
+(:func:`qmlrp.training.engine.fit_grouped`; the frequencies' checkpoint is ``<checkpoint>-n81.npz``).
 Writes what :func:`qmlrp.training.train.write_run` writes for each main run, and
 ``results/compare/<target>-fold<k>-<schedule>/{history.csv,predictions.csv,run.json}``.
 """
@@ -52,7 +54,7 @@ class StudyConfig:
 def run_study(params_path: str | Path = "params.yaml") -> list[dict[str, Any]]:
     """Train the study's program; write models, results, curves; return one summary per model."""
     from qmlrp.models.io import model_path
-    from qmlrp.training.engine import fit
+    from qmlrp.training.engine import fit_grouped
     from qmlrp.training.train import _live_logger, fold_run, hardware, write_run
 
     config = TrainConfig.load(params_path)
@@ -69,7 +71,7 @@ def run_study(params_path: str | Path = "params.yaml") -> list[dict[str, Any]]:
         planned.append((target, fold, schedule, run, split))
     runs = [p[3] for p in planned]
     on_epoch, lives = _live_logger(DVCLIVE, runs)
-    results = fit(store, runs, config, checkpoint=study.checkpoint, on_epoch=on_epoch)
+    results = fit_grouped(store, runs, config, checkpoint=study.checkpoint, on_epoch=on_epoch)
     where = hardware()
     summaries, curves = [], {}
     for (target, fold, schedule, run, split), result in zip(planned, results):

@@ -6,14 +6,18 @@ the fold. The loop itself is :func:`qmlrp.training.engine.fit`; this module turn
 :class:`ModelRun` s and writes what a run leaves behind:
 
 * ``models/<target>/fold<k>.npz`` -- the weights (:func:`qmlrp.models.io.save_model`);
-* ``results/<target>/fold<k>/predictions.csv`` (id, y_true, y_pred in target units),
-  ``history.csv`` (one row per epoch) and ``run.json`` (test MAE, epochs, time, hardware);
+* ``results/<target>/fold<k>/predictions.csv`` (id, y_true, y_pred in target units) for a scalar
+  target, ``predictions.parquet`` for a vector one (id, n_modes, y_true and y_pred as lists of 81
+  float64, y_true NaN-padded; frequencies in cm^-1, highest first), ``history.csv`` (one row per
+  epoch) and ``run.json`` (test MAE -- over real entries only --, epochs, time, hardware);
 * ``dvclive/<target>/fold<k>/`` -- the learning curves as dvclive logs.
 
 Choices where the papers are silent (all in ``params.yaml`` ``train``): the loss is the MAE of the
 standardised target (the reported metric is MAE; L1 is robust to QM9's few outliers); Adam;
 ``schedule`` plateau (halve on a plateau) or cosine (warm-up + cosine decay); early stopping on the
 validation MAE with the best epoch's weights kept; batch size 64 molecules (~1150 atoms, ~10k pairs).
+Runs of different head widths (scalar targets, the 81 frequencies) are trained as one program per
+width (:func:`qmlrp.training.engine.fit_grouped`).
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from qmlrp.features.store import FeatureStore
-from qmlrp.io import write_csv, write_json
+from qmlrp.io import write_csv, write_json, write_parquet
 from qmlrp.paths import FEATURES, FOLDS, MODELS, QM9_TABLE
 from qmlrp.training.config import DVCLIVE, RESULTS, TrainConfig, get_target
 from qmlrp.training.data import Split, load_targets, make_split
-from qmlrp.training.engine import FitResult, ModelRun, fit
+from qmlrp.training.engine import FitResult, ModelRun, fit_grouped
+from qmlrp.training.spectra import masked_mae
 
 
 def hardware() -> dict[str, Any]:
@@ -63,7 +69,8 @@ def fold_run(store: FeatureStore, table: str | Path, folds_path: str | Path, tar
 
 
 def predict_positions(model: Any, store: FeatureStore, positions: np.ndarray, batch_size: int) -> np.ndarray:
-    """(len(positions),) predictions in target units, in the order of ``positions``."""
+    """Predictions in target units, in the order of ``positions``: (len(positions),) for a scalar
+    head, (len(positions), n_outputs) for a vector head."""
     from qmlrp.models.inputs import batch_to_inputs
     from qmlrp.models.io import inference_function
 
@@ -71,6 +78,21 @@ def predict_positions(model: Any, store: FeatureStore, positions: np.ndarray, ba
     out = [forward(batch_to_inputs(store.batch(positions[s:s + batch_size])))
            for s in range(0, positions.size, batch_size)]
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def write_predictions(ids: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, run_dir: Path) -> None:
+    """``predictions.csv`` (id, y_true, y_pred) for (n,) labels; ``predictions.parquet`` (id int64,
+    n_modes, y_true and y_pred as float64 lists of T values, y_true NaN-padded) for (n, T)."""
+    if np.ndim(y_true) == 1:
+        write_csv(pd.DataFrame({"id": ids, "y_true": y_true, "y_pred": y_pred}), run_dir / "predictions.csv")
+        return
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    write_parquet(pa.table({
+        "id": pa.array(np.asarray(ids, np.int64)),
+        "n_modes": pa.array(np.isfinite(y_true).sum(axis=1).astype(np.int64)),
+        "y_true": pa.array(list(y_true), pa.list_(pa.float64())),
+        "y_pred": pa.array(list(y_pred), pa.list_(pa.float64())),
+    }), run_dir / "predictions.parquet")
 
 
 def write_run(result: FitResult, run: ModelRun, split: Split, store: FeatureStore, config: TrainConfig,
@@ -85,17 +107,18 @@ def write_run(result: FitResult, run: ModelRun, split: Split, store: FeatureStor
     # The record is the published file's: predict with the model as loaded back (float16 kernels).
     y_pred = predict_positions(load_model(model_file), store, split.test, 256)
     y_true = run.y[split.test]
-    test_mae = float(np.mean(np.abs(y_pred - y_true)))
+    test_mae = masked_mae(y_pred, y_true)
     y_full = predict_positions(result.model, store, split.test, 256)
-    test_mae_float32 = float(np.mean(np.abs(y_full - y_true)))
-    write_csv(pd.DataFrame({"id": store.ids[split.test], "y_true": y_true, "y_pred": y_pred}),
-              run_dir / "predictions.csv")
+    test_mae_float32 = masked_mae(y_full, y_true)
+    write_predictions(store.ids[split.test], y_true, y_pred, run_dir)
+    unlabelled = int(np.sum(~np.any(np.isfinite(np.asarray(y_true).reshape(len(y_true), -1)), axis=1)))
     write_csv(pd.DataFrame(result.history), run_dir / "history.csv")
     epochs = max(result.epochs_run, 1)
     summary = {
         **{k: v for k, v in run.metadata.items() if k != "architecture"},
         "test_mae": test_mae,
         "test_mae_float32_weights": test_mae_float32,
+        **({"n_test_unlabelled": unlabelled} if unlabelled else {}),
         "model_bytes": model_file.stat().st_size,
         "best_val_mae": result.best_val_mae,
         "best_epoch": result.best_epoch,
@@ -156,7 +179,7 @@ def train_program(
     pairs = [fold_run(store, table, folds_path, target, fold, config) for target, fold in jobs]
     runs = [p[0] for p in pairs]
     on_epoch, lives = _live_logger(Path(live_dir) if live_dir is not None else None, runs)
-    results = fit(store, runs, config, checkpoint=checkpoint, on_epoch=on_epoch, log=log)
+    results = fit_grouped(store, runs, config, checkpoint=checkpoint, on_epoch=on_epoch, log=log)
     where = hardware()
     summaries = []
     for (target, fold), result, (run, split) in zip(jobs, results, pairs):
