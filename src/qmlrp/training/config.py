@@ -111,18 +111,41 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """``params.yaml`` section ``evaluate``: MAE thresholds in the targets' units."""
+    """``params.yaml`` section ``evaluate``.
+
+    Attributes:
+        thresholds: target -> largest passing mean test MAE, in the target's units.
+        mad_thresholds: target -> largest passing MAE / MAD of the test labels (a bar relative to
+            the labels' spread, e.g. beta: 0.3).
+        also: targets evaluated besides ``train.targets`` (trained by their own stage, e.g. beta by
+            ``train_beta``), over the same folds.
+    """
 
     thresholds: dict[str, float]
+    mad_thresholds: dict[str, float] = field(default_factory=dict)
+    also: tuple[str, ...] = ()
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> EvaluateConfig:
+        from qmlrp.params import reject_unknown_keys
+
+        reject_unknown_keys("evaluate", dict(params), {"thresholds", "mad_thresholds", "also"})
         thresholds = params.get("thresholds")
         if not isinstance(thresholds, dict) or not thresholds:
             raise QmlrpError("params.yaml evaluate.thresholds: expected a mapping target -> MAE threshold")
-        for name in thresholds:
+        mad_thresholds = params.get("mad_thresholds") or {}
+        if not isinstance(mad_thresholds, dict):
+            raise QmlrpError("params.yaml evaluate.mad_thresholds: expected a mapping target -> largest MAE/MAD")
+        also = params.get("also") or []
+        if not isinstance(also, list):
+            raise QmlrpError("params.yaml evaluate.also: expected a list of targets")
+        for name in [*thresholds, *mad_thresholds, *also]:
             get_target(name)
-        return cls(thresholds={k: float(v) for k, v in thresholds.items()})
+        try:
+            return cls(thresholds={k: float(v) for k, v in thresholds.items()},
+                       mad_thresholds={k: float(v) for k, v in mad_thresholds.items()}, also=tuple(also))
+        except (TypeError, ValueError):
+            raise QmlrpError("params.yaml evaluate: thresholds must be numbers") from None
 
     @classmethod
     def load(cls, params_path: str | Path) -> EvaluateConfig:

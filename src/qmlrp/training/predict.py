@@ -8,6 +8,11 @@ cannot perceive (or crashes on: perception runs in a forked child) -- and each m
 one error line; the other molecules are still predicted. Molecules inside that domain but outside
 QM9's ranges (:mod:`qmlrp.features.domain`) are predicted with a warning line. Every fold model of
 each target must be present (``train.folds`` of params.yaml) unless missing folds are allowed.
+
+The frequencies model (a vector head of 81 outputs, cm^-1, output k trained on the k-th highest
+mode) gives each molecule its 3N - 6 real modes (3N - 5 for a linear molecule, from the atom count
+and the geometry: :func:`qmlrp.training.spectra.is_linear`), highest first; the table lists them
+below the scalar targets, ``--spectrum out.png`` draws them as a stick spectrum.
 """
 
 from __future__ import annotations
@@ -68,11 +73,12 @@ class Ensemble:
         return list(self.models)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-        """``{target: (mean (n,), sd (n,), n_models)}``; sd is the sample sd over the fold models."""
+        """``{target: (mean, sd, n_models)}``, mean and sd (n,) -- (n, n_outputs) for a vector head;
+        sd is the sample sd over the fold models."""
         out = {}
         for target, functions in self.forward.items():
-            values = np.stack([f(inputs) for f in functions])  # (n_models, n_molecules)
-            sd = values.std(axis=0, ddof=1) if len(functions) > 1 else np.zeros(values.shape[1])
+            values = np.stack([f(inputs) for f in functions])  # (n_models, n_molecules[, n_outputs])
+            sd = values.std(axis=0, ddof=1) if len(functions) > 1 else np.zeros(values.shape[1:])
             out[target] = (values.mean(axis=0), sd, len(functions))
         return out
 
@@ -138,10 +144,74 @@ def predict_featurized(featurized: Sequence[Featurized], ensemble: Ensemble, bat
             m = item.molecule
             row = Prediction(m.file, m.name, int(m.atomic_numbers.size), warnings=list(item.warnings))
             for target, (mean, sd, n_models) in result.items():
+                if np.ndim(mean) == 2:  # a vector head: the frequencies, only the molecule's real modes
+                    row.values[target] = _modes_value(mean[k], sd[k], m, ensemble.units[target], n_models)
+                    continue
                 row.values[target] = {"mean": float(mean[k]), "sd": float(sd[k]), "units": ensemble.units[target],
                                       "n_models": n_models}
             predictions.append(row)
     return predictions
+
+
+def _modes_value(mean: np.ndarray, sd: np.ndarray, molecule: MoleculeInput, units: str, n_models: int
+                 ) -> dict[str, Any]:
+    """A frequency prediction cut to the molecule's real modes: ``mean``/``sd`` lists (cm^-1, highest
+    first), ``n_modes`` (3N - 6, or 3N - 5 if ``linear``)."""
+    from qmlrp.training.spectra import is_linear, n_modes
+
+    linear = is_linear(molecule.coordinates)
+    k = n_modes(int(molecule.atomic_numbers.size), linear)
+    if k > mean.size:
+        raise QmlrpError(f"{molecule.file} [{molecule.name}]: {k} modes, more than the model's {mean.size} outputs")
+    return {"mean": [float(v) for v in mean[:k]], "sd": [float(v) for v in sd[:k]], "units": units,
+            "n_models": n_models, "n_modes": k, "linear": linear}
+
+
+def vector_targets(predictions: Sequence[Prediction], targets: Sequence[str]) -> list[str]:
+    """The targets whose predictions are mode lists (the frequencies)."""
+    return [t for t in targets if predictions and isinstance(predictions[0].values[t]["mean"], list)]
+
+
+def format_modes(predictions: Sequence[Prediction], target: str) -> str:
+    """One block per molecule: ``name: frequencies (cm^-1, 3N-6 = 9 modes, highest first, 10 models)``
+    and the ``mean ± sd`` values (cm^-1, one decimal), six per line."""
+    lines = []
+    for p in predictions:
+        v = p.values[target]
+        rule = "3N-5, linear" if v["linear"] else "3N-6"
+        models = f"{v['n_models']} model{'s' if v['n_models'] != 1 else ''}"
+        lines.append(f"{p.name}: {target} ({v['units']}, {rule} = {v['n_modes']} modes, highest first, {models})")
+        cells = [f"{m:7.1f} ± {s:5.1f}" for m, s in zip(v["mean"], v["sd"])]
+        lines += ["  " + "  ".join(cells[i:i + 6]) for i in range(0, len(cells), 6)]
+    return "\n".join(lines)
+
+
+def spectrum_png(predictions: Sequence[Prediction], target: str, path: Path) -> None:
+    """Predicted stick spectra (unit sticks at the mean frequencies, one panel per molecule) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = max(len(predictions), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(7, 1.6 + 1.4 * n), dpi=120, squeeze=False)
+    for ax, p in zip(axes[:, 0], predictions):
+        v = p.values[target]
+        models = f"{v['n_models']} model{'s' if v['n_models'] != 1 else ''}"
+        ax.vlines(v["mean"], 0, 1, color="tab:orange", lw=1, label=f"predicted (mean of {models})")
+        ax.set_xlim(0, 4000)
+        ax.set_ylim(0, 1.15)
+        ax.set_yticks([])
+        ax.set_ylabel("unit sticks", fontsize=7)
+        ax.set_title(f"{p.name}: {v['n_modes']} modes", fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("wavenumber (cm$^{-1}$)")
+    fig.suptitle("predicted harmonic vibrational spectrum (stick; QM9 B3LYP/6-31G(2df,p) level, no intensities)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def predict_files(
@@ -155,6 +225,7 @@ def predict_files(
 def format_table(predictions: Sequence[Prediction], targets: Sequence[str], units: dict[str, str]) -> str:
     """Fixed-width text table, one row per molecule: name, atoms, ``mean ± sd`` per target (the header
     says how many models), inside/outside QM9's ranges."""
+    targets = [t for t in targets if t not in vector_targets(predictions, targets)]  # listed by format_modes
     n_models = {t: predictions[0].values[t]["n_models"] if predictions else 0 for t in targets}
     models = {t: f"{n} model{'s' if n != 1 else ''}" for t, n in n_models.items()}
     headers = ["molecule", "atoms"] + [f"{t} ({units[t]}, {models[t]})" for t in targets] + ["QM9 domain"]
@@ -208,6 +279,8 @@ def register(app: typer.Typer) -> None:
         allow_missing_folds: bool = typer.Option(False, "--allow-missing-folds",
                                                  help="Predict even if some fold models are missing."),
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="Molecules per forward pass."),
+        spectrum: Path | None = typer.Option(None, "--spectrum",
+                                             help="Draw the predicted stick spectra (frequencies model) to this PNG."),
     ) -> None:
         """Predict alpha (bohr^3) and ZPVE (eV) as mean ± sd over the fold models.
 
@@ -217,14 +290,21 @@ def register(app: typer.Typer) -> None:
         verbose = bool((ctx.find_root().obj or {}).get("verbose"))
         if out is not None:
             check_output_file(out, "--out")
+        if spectrum is not None:
+            check_output_file(spectrum, "--spectrum")
         folds = expected_folds(params)
-        locate_models(models_dir, None, folds, allow_missing_folds)  # fail early, before any work
+        found, _ = locate_models(models_dir, None, folds, allow_missing_folds)  # fail early, before any work
+        if spectrum is not None and "frequencies" not in found:
+            raise QmlrpError(f"--spectrum: {models_dir} has no frequencies model (run `dvc repro train` for it)")
         featurized, failures = featurize_files(files, quiet=not verbose)  # forks: before TensorFlow loads
         ensemble = Ensemble(models_dir, expected_folds=folds, allow_missing=allow_missing_folds)
         if ensemble.missing:
             typer.echo(f"warning: {models_dir}: {ensemble.missing_text}; "
                        "predicting with the others", err=True)
         predictions = predict_featurized(featurized, ensemble, batch_size=batch_size)
+        from qmlrp.training.autoencoder import flag_out_of_domain  # issue 11: reconstruction-error domain score
+
+        flag_out_of_domain(predictions, featurized, models_dir)
         for failure in failures:
             typer.echo(failure.line(), err=True)
         for prediction in predictions:
@@ -237,5 +317,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(payload, indent=2))
         elif predictions:
             typer.echo(format_table(predictions, ensemble.targets, ensemble.units))
+            for target in vector_targets(predictions, ensemble.targets):
+                typer.echo(format_modes(predictions, target))
+        if spectrum is not None and predictions:
+            spectrum_png(predictions, "frequencies", spectrum)
         if failures:
             sys.exit(1)

@@ -29,26 +29,33 @@ SPREAD_METRICS = Path("metrics/seed_spread.json")
 
 @dataclass(frozen=True)
 class SpreadConfig:
-    """``params.yaml`` section ``seed_spread``: the extra seeds (the main run's is ``train.seed``)."""
+    """``params.yaml`` section ``seed_spread``: the extra seeds (the main run's is ``train.seed``) and
+    the targets retrained with them (default: all of ``train.targets``)."""
 
     seeds: tuple[int, ...] = (1, 2)
+    targets: tuple[str, ...] | None = None
 
 
 def run_seed_spread(params_path: str | Path = "params.yaml", results_dir: str | Path = RESULTS,
                     metrics_file: str | Path = SPREAD_METRICS) -> dict[str, Any]:
     """Train the extra seeds' models, combine with the main run; write and return the metrics."""
-    from qmlrp.training.engine import fit
+    from qmlrp.training.engine import fit, fit_grouped
+    from qmlrp.training.spectra import masked_mae
     from qmlrp.training.train import fold_run, predict_positions
 
     config = TrainConfig.load(params_path)
     spread = parse_section(SpreadConfig, "seed_spread", stage_params("seed_spread", params_path))
     if config.seed in spread.seeds:
         raise QmlrpError(f"params.yaml seed_spread.seeds: {config.seed} is train.seed (the main run) already")
+    targets = config.targets if spread.targets is None else spread.targets
+    unknown = [t for t in targets if t not in config.targets]
+    if unknown:
+        raise QmlrpError(f"params.yaml seed_spread.targets: {', '.join(unknown)} not in train.targets")
     store = FeatureStore.open(FEATURES)
     planned = []
     for seed in spread.seeds:
         seeded = replace(config, seed=int(seed))
-        for target in config.targets:
+        for target in targets:
             for fold in config.folds:
                 run, split = fold_run(store, QM9_TABLE, FOLDS, target, fold, seeded, tag=f"seed{seed}")
                 planned.append((seed, target, fold, run, split))
@@ -60,12 +67,12 @@ def run_seed_spread(params_path: str | Path = "params.yaml", results_dir: str | 
     if jax.default_backend() == "cpu":
         results = [fit(store, [run], config, log=False)[0] for run in runs]
     else:
-        results = fit(store, runs, config)
-    mae: dict[str, dict[int, list[float]]] = {t: {} for t in config.targets}
+        results = fit_grouped(store, runs, config)
+    mae: dict[str, dict[int, list[float]]] = {t: {} for t in targets}
     for (seed, target, fold, run, split), result in zip(planned, results):
         pred = predict_positions(result.model, store, split.test, 256)
-        mae[target].setdefault(seed, []).append(float(np.mean(np.abs(pred - run.y[split.test]))))
-    for target in config.targets:
+        mae[target].setdefault(seed, []).append(masked_mae(pred, run.y[split.test]))
+    for target in targets:
         main = []
         for fold in config.folds:
             run_file = Path(results_dir) / target / f"fold{fold}" / "run.json"
