@@ -83,6 +83,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "qmlrp.training.predict",
     "qmlrp.relevance.commands",
     "qmlrp.labels.commands",
+    "qmlrp.training.autoencoder",
+    "qmlrp.training.beta_commands",
 )
 
 for _name in COMMAND_MODULES:

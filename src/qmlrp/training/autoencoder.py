@@ -1,0 +1,607 @@
+"""The ``autoencoder`` stage (issue 11): train the tied-weight DAE on the training folds, measure its
+reconstruction per feature type against PCA, plug it in front of the trained Weave models
+(frozen and fine-tuned), explain the predictions on the code units, and score the applicability
+domain by the reconstruction error.
+
+Outputs (paths relative to the repository root, mirrored in dvc.yaml):
+
+* ``models/autoencoder/model.npz`` (weights, column scaling, out-of-domain threshold)
+* ``metrics/autoencoder.json`` (reconstruction per type DAE vs PCA, training, the domain AUROC)
+* ``metrics/autoencoder_combined.json`` (combined-model MAE frozen / fine-tuned vs plain, code LRP)
+* ``plots/autoencoder/`` (``reconstruction.csv/png``, ``code_relevance_<target>.csv/png``,
+  ``code_units_<target>.csv``, ``domain.csv``)
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qmlrp.errors import QmlrpError
+from qmlrp.params import load_params, parse_section
+
+MODEL = Path("models/autoencoder/model.npz")
+METRICS = Path("metrics/autoencoder.json")
+COMBINED_METRICS = Path("metrics/autoencoder_combined.json")
+PLOTS = Path("plots/autoencoder")
+
+OUTSIDE_SMILES: tuple[str, ...] = (
+    "c1ccc2ccccc2c1",            # naphthalene C10H8 (18 atoms)
+    "c1ccc2ncccc2c1",            # quinoline
+    "c1ccc2cc3ccccc3cc2c1",      # anthracene C14H10 (24 atoms)
+    "c1ccc(cc1)-c1ccccc1",       # biphenyl (22 atoms)
+    "O=c1ccc2ccccc2o1",          # coumarin
+    "CC(=O)Oc1ccccc1C(=O)O",     # aspirin (21 atoms)
+    "CC(=O)Nc1ccc(O)cc1",        # paracetamol (20 atoms)
+    "Cn1cnc2c1c(=O)n(C)c(=O)n2C",  # caffeine (24 atoms)
+    "Fc1c(F)c(F)c(F)c(F)c1F",    # hexafluorobenzene
+    "c1ccc2nccnc2c1",            # quinoxaline
+    "Oc1cccc2ccccc12",           # 1-naphthol
+    "c1ccc(Oc2ccccc2)cc1",       # diphenyl ether (23 atoms)
+)
+"""Plainly outside QM9 (10+ heavy atoms, at most 29 atoms): embedded with RDKit (ETKDG + MMFF)."""
+
+
+@dataclass(frozen=True)
+class AutoencoderParams:
+    """``params.yaml`` section ``autoencoder``.
+
+    Attributes:
+        noise_sd: sd of the Gaussian input noise in training (scaled units).
+        epochs, batch_size, learning_rate: DAE training (Adam on the MSE of the scaled vector).
+        seed: weights, noise, shuffling, distortions.
+        fold: held-out fold; the DAE trains on all the others (0 = the explain fold).
+        hidden, code: layer widths (136, 68).
+        pca_components: the PCA baseline's components (68).
+        targets: trained Weave models to combine with (``models/<target>/fold<fold>.npz``; absent
+            ones are skipped with a note).
+        finetune_epochs, finetune_learning_rate: fine-tuning of the DAE through the supervised loss
+            (MAE of the standardised target; Weave frozen).
+        ood_percentile: threshold of the reconstruction error = this percentile of the training
+            folds' errors.
+        distortion_sd: sds (Angstrom) of the Gaussian displacement of each atom of the distorted
+            held-out molecules, one distorted set per value.
+        outside_smiles: molecules outside QM9 (RDKit-embedded); empty = the built-in list.
+        lrp_rule, lrp_epsilon: rule of the decoder/encoder layers (and the Weave model's default,
+            stabilised as in ``explain``).
+        lrp_molecules: held-out molecules explained on the code (null = the whole fold).
+    """
+
+    noise_sd: float = 0.1
+    epochs: int = 120
+    batch_size: int = 64
+    learning_rate: float = 0.0003
+    seed: int = 20171010
+    fold: int = 0
+    hidden: int = 136
+    code: int = 68
+    pca_components: int = 68
+    targets: tuple[str, ...] = ("alpha", "zpve", "omega1", "beta", "frequencies")
+    finetune_epochs: int = 3
+    finetune_learning_rate: float = 0.0001
+    ood_percentile: float = 99.9
+    distortion_sd: tuple[float, ...] = (0.1, 0.2, 0.5)
+    outside_smiles: tuple[str, ...] = ()
+    lrp_rule: str = "eps"
+    lrp_epsilon: float = 0.1
+    lrp_molecules: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.noise_sd >= 0:
+            raise ValueError(f"noise_sd must be >= 0, got {self.noise_sd}")
+        for name in ("epochs", "batch_size", "hidden", "code", "pca_components"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.ood_percentile <= 100:
+            raise ValueError(f"ood_percentile must be in (0, 100], got {self.ood_percentile}")
+
+    @staticmethod
+    def load(path: str | Path) -> AutoencoderParams:
+        return parse_section(AutoencoderParams, "autoencoder", load_params(path).get("autoencoder"))
+
+
+# -- data ----------------------------------------------------------------------------------------
+def fold_positions(store: Any, folds_path: str | Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` store positions: every fold but ``fold``, and ``fold``."""
+    from qmlrp.io import read_parquet
+
+    table = read_parquet(folds_path, ["id", "fold"], "run `dvc repro split`")
+    ids, folds = table.column("id").to_numpy(), table.column("fold").to_numpy()
+    if fold not in set(folds.tolist()):
+        raise QmlrpError(f"{folds_path}: no fold {fold} (folds {sorted(set(folds.tolist()))})")
+    known = np.isin(ids, store.ids)
+    test = store.positions(ids[known & (folds == fold)])
+    train = store.positions(ids[known & (folds != fold)])
+    if train.size == 0 or test.size == 0:
+        raise QmlrpError(f"{folds_path}: fold {fold} leaves no training or no test molecules")
+    return np.sort(train), np.sort(test)
+
+
+def flat_batches(store: Any, positions: np.ndarray, batch_size: int = 256):  # noqa: ANN201
+    """Yield ``(positions, flat (b, D) original units, n_atoms (b,))`` in order."""
+    from qmlrp.features.dense import flatten
+
+    for s in range(0, len(positions), batch_size):
+        p = positions[s : s + batch_size]
+        yield p, flatten(store.batch(p)), store.n_atoms[p]
+
+
+def fit_scaling(store: Any, positions: np.ndarray) -> Any:
+    """:class:`ColumnScaling` from the real entries of the molecules at ``positions`` (batched)."""
+    from qmlrp.models.autoencoder import ColumnScaling, moments
+
+    total = None
+    for _, flat, n in flat_batches(store, positions):
+        m = moments(flat, n)
+        total = m if total is None else tuple(a + b for a, b in zip(total, m))
+    return ColumnScaling.from_moments(*total)
+
+
+def make_dataset(store: Any, positions: np.ndarray, scaling: Any, batch_size: int, seed: int,
+                 targets: np.ndarray | None = None, shuffle: bool = True) -> Any:
+    """A ``keras.utils.PyDataset`` of scaled flat vectors built per batch from the store:
+    ``(x, x)`` for the DAE, or ``({"flat", "atom_mask"}, y)`` when ``targets`` (len(store),) is given."""
+    import keras
+
+    from qmlrp.features.dense import flatten
+    from qmlrp.models.autoencoder import atom_mask
+
+    class FlatData(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(positions) if shuffle else np.asarray(positions)
+
+        def __len__(self) -> int:
+            return int(np.ceil(len(positions) / batch_size))
+
+        def __getitem__(self, k: int) -> Any:
+            p = self.order[k * batch_size : (k + 1) * batch_size]
+            n = store.n_atoms[p]
+            x = scaling.transform(flatten(store.batch(p)), n)
+            if targets is None:
+                return x, x
+            return {"flat": x, "atom_mask": atom_mask(n)}, targets[p].astype(np.float32).reshape(-1, 1)
+
+        def on_epoch_end(self) -> None:
+            if shuffle:
+                self.order = self.rng.permutation(positions)
+
+    return FlatData()
+
+
+# -- the DAE -------------------------------------------------------------------------------------
+def train_autoencoder(store: Any, train: np.ndarray, p: AutoencoderParams, verbose: int = 0) -> tuple[Any, list[float]]:
+    """Fit the column scaling and the DAE on the molecules at ``train``: ``(model, loss per epoch)``."""
+    import keras
+
+    from qmlrp.models.autoencoder import AutoencoderConfig, TiedAutoencoder
+
+    keras.utils.set_random_seed(p.seed)
+    scaling = fit_scaling(store, train)
+    model = TiedAutoencoder(AutoencoderConfig(hidden=p.hidden, code=p.code, noise_sd=p.noise_sd), scaling)
+    model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="mse")
+    history = model.fit(make_dataset(store, train, scaling, p.batch_size, p.seed), epochs=p.epochs, verbose=verbose)
+    return model, [float(v) for v in history.history["loss"]]
+
+
+def errors_of(model: Any, store: Any, positions: np.ndarray) -> np.ndarray:
+    """(n,) reconstruction error (mean squared scaled error per molecule) of the molecules at ``positions``."""
+    parts = [model.reconstruction_error(flat, n) for _, flat, n in flat_batches(store, positions)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+# -- PCA baseline --------------------------------------------------------------------------------
+@dataclass
+class PCA:
+    """Linear baseline on the scaled vector: ``x ~ mean + (x - mean) V V^T``, V (D, k) orthonormal."""
+
+    mean: np.ndarray
+    components: np.ndarray
+
+    def reconstruct(self, x_scaled: np.ndarray) -> np.ndarray:
+        c = np.asarray(x_scaled, np.float64) - self.mean
+        return self.mean + (c @ self.components) @ self.components.T
+
+
+def fit_pca(store: Any, positions: np.ndarray, scaling: Any, k: int) -> PCA:
+    """PCA with ``k`` components of the scaled training vectors: numpy SVD of the centred data
+    matrix (built in batches; 2,000 molecules take 47 MB)."""
+    rows = [scaling.transform(flat, n) for _, flat, n in flat_batches(store, positions)]
+    x = np.concatenate(rows).astype(np.float64)
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    return PCA(mean, vt[:k].T.copy())
+
+
+def reconstruction_scores(model: Any, pca: PCA, store: Any, positions: np.ndarray) -> tuple[Any, Any]:
+    """``(DAE, PCA)`` :class:`~qmlrp.models.autoencoder.TypeScores` on the molecules at ``positions``
+    (original units, real entries)."""
+    from qmlrp.models.autoencoder import TypeAccumulator
+
+    dae, lin = TypeAccumulator(), TypeAccumulator()
+    for _, flat, n in flat_batches(store, positions):
+        x_s = model.scaling.transform(flat, n)
+        dae.add(flat, model.scaling.inverse(model.reconstruct(flat, n), n), n)
+        lin.add(flat, model.scaling.inverse(pca.reconstruct(x_s), n), n)
+    return dae.scores(), lin.scores()
+
+
+# -- combined models -----------------------------------------------------------------------------
+def combined_mae(autoencoder: Any, weave: Any, store: Any, positions: np.ndarray, y: np.ndarray,
+                 batch_size: int = 64, use_autoencoder: bool = True) -> tuple[float, np.ndarray]:
+    """``(MAE, predictions (n,))`` of the combined (or, ``use_autoencoder=False``, the plain) model."""
+    from qmlrp.models.autoencoder import CombinedModel
+
+    model = CombinedModel(autoencoder, weave, use_autoencoder=use_autoencoder)
+    data = make_dataset(store, positions, autoencoder.scaling, batch_size, 0, targets=y, shuffle=False)
+    pred = np.concatenate([np.asarray(model(x, training=False)).reshape(-1) for x, _ in
+                           (data[k] for k in range(len(data)))])
+    return float(np.mean(np.abs(pred - y[positions]))), pred
+
+
+def finetune(autoencoder_path: Path, weave: Any, store: Any, train: np.ndarray, y: np.ndarray,
+             p: AutoencoderParams) -> Any:
+    """A fresh copy of the DAE fine-tuned through the supervised loss (MAE of the standardised
+    target) with the Weave model frozen; returns the tuned autoencoder."""
+    import keras
+    from keras import ops
+
+    from qmlrp.models.autoencoder import CombinedModel, load_autoencoder
+
+    keras.utils.set_random_seed(p.seed)
+    ae = load_autoencoder(autoencoder_path)
+    weave.trainable = False
+    std = float(np.asarray(keras.ops.convert_to_numpy(weave.head.target_scaling.std)).reshape(-1)[0]) \
+        if hasattr(weave.head, "target_scaling") else float(np.std(y[train]))
+    model = CombinedModel(ae, weave)
+    model.compile(optimizer=keras.optimizers.Adam(p.finetune_learning_rate),
+                  loss=lambda t, q: ops.mean(ops.abs(q - t)) / std)
+    model.fit(make_dataset(store, train, ae.scaling, p.batch_size, p.seed, targets=y), epochs=p.finetune_epochs,
+              verbose=0)
+    return ae
+
+
+# -- out of domain -------------------------------------------------------------------------------
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """P(score of an outside molecule > score of an inside one), ties count 1/2 (Mann-Whitney)."""
+    inside, outside = np.asarray(inside, np.float64), np.asarray(outside, np.float64)
+    if inside.size == 0 or outside.size == 0:
+        return float("nan")
+    greater = (outside[:, None] > inside[None, :]).sum() + 0.5 * (outside[:, None] == inside[None, :]).sum()
+    return float(greater / (inside.size * outside.size))
+
+
+def distorted_store(store: Any, positions: np.ndarray, sd: float, seed: int) -> Any:
+    """A store of the molecules at ``positions`` with every atom displaced by N(0, sd^2) Angstrom per
+    axis (bonds, rings and atom features kept: the pair distances change)."""
+    from qmlrp.features.store import FeatureStore
+
+    graphs = [store.graph(int(k)) for k in positions]
+    rng = np.random.default_rng(seed)
+    coords = np.concatenate([g.coordinates for g in graphs])
+    coords = coords + rng.normal(0.0, sd, coords.shape).astype(np.float32)
+    return FeatureStore(store.ids[positions], store.n_atoms[positions], store.n_bonds[positions],
+                        np.concatenate([g.atom_features for g in graphs]), coords,
+                        np.concatenate([g.ring_masks for g in graphs]),
+                        np.concatenate([g.bonds for g in graphs]).astype(np.int64),
+                        np.concatenate([g.bond_types for g in graphs]))
+
+
+def embed_outside(smiles: Sequence[str], seed: int) -> tuple[list[str], list[Any]]:
+    """``(names, MolecularGraphs)`` of RDKit-embedded molecules (ETKDG + MMFF), featurized as user
+    inputs are; molecules with more than 29 atoms or failing perception are left out."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from qmlrp.features.featurize import featurize_geometry
+    from qmlrp.features.layout import MAX_ATOMS
+
+    names, graphs = [], []
+    for smi in smiles:
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        if mol.GetNumAtoms() > MAX_ATOMS or AllChem.EmbedMolecule(mol, randomSeed=seed) != 0:
+            continue
+        AllChem.MMFFOptimizeMolecule(mol)
+        z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+        xyz = mol.GetConformer().GetPositions()
+        try:
+            graphs.append(featurize_geometry(z, xyz, smi, smi))
+        except QmlrpError:
+            continue
+        names.append(smi)
+    return names, graphs
+
+
+def flat_of_graphs(graphs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat (B, D), n_atoms (B,))`` of MolecularGraphs."""
+    from qmlrp.features.dense import flatten
+    from qmlrp.features.pairs import make_batch
+
+    batch = make_batch(list(graphs), np.arange(len(graphs)))
+    return flatten(batch), np.array([g.n_atoms for g in graphs])
+
+
+# -- plots and tables ----------------------------------------------------------------------------
+def _num(v: float) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def write_reconstruction(dae: Any, pca: Any, out_dir: Path) -> None:
+    """``reconstruction.csv`` (type, n entries, R^2 and MAE of DAE and PCA) and ``reconstruction.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qmlrp.models.autoencoder import FEATURE_TYPES
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "reconstruction.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["type", "entries", "dae_r2", "pca_r2", "dae_mae", "pca_mae"])
+        for t in FEATURE_TYPES:
+            w.writerow([t, dae.counts[t], *(f"{v:.6g}" for v in (dae.r2[t], pca.r2[t], dae.mae[t], pca.mae[t]))])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    y = np.arange(len(FEATURE_TYPES))
+    for ax, key, label in ((axes[0], "r2", "R² (1 = perfect)"), (axes[1], "mae", "MAE (feature units: e, Å, one-hot)")):
+        a = [getattr(dae, key)[t] for t in FEATURE_TYPES]
+        b = [getattr(pca, key)[t] for t in FEATURE_TYPES]
+        ax.barh(y - 0.2, np.nan_to_num(a), 0.4, label="DAE")
+        ax.barh(y + 0.2, np.nan_to_num(b), 0.4, label="PCA (68)")
+        ax.set_xlabel(label)
+    axes[0].set_yticks(y, FEATURE_TYPES)
+    axes[0].invert_yaxis()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right")
+    fig.suptitle("Held-out reconstruction per feature type (real atoms/pairs)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "reconstruction.png", dpi=110)
+    plt.close(fig)
+
+
+def write_code_relevance(target: str, units: str, r_code: np.ndarray, unit_types: np.ndarray,
+                         corr: dict[str, np.ndarray], out_dir: Path, top: int = 5) -> dict[str, Any]:
+    """Per-unit summaries across molecules (CSV + bar chart with error bars); returns the metrics."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qmlrp.models.autoencoder import FEATURE_TYPES
+
+    signed_m, signed_sd = r_code.mean(0), r_code.std(0)
+    abs_m, abs_sd = np.abs(r_code).mean(0), np.abs(r_code).std(0)
+    type_mean = unit_types.mean(0)  # (C, 12)
+    names = list(corr)
+    with open(out_dir / f"code_relevance_{target}.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["unit", "signed_mean", "signed_sd", "abs_mean", "abs_sd", "top_type", "top_descriptor",
+                    "top_correlation"])
+        for u in range(r_code.shape[1]):
+            cs = np.array([corr[n][u] for n in names])
+            best = int(np.nanargmax(np.abs(cs))) if np.any(np.isfinite(cs)) else None
+            w.writerow([u, f"{signed_m[u]:.6g}", f"{signed_sd[u]:.6g}", f"{abs_m[u]:.6g}", f"{abs_sd[u]:.6g}",
+                        FEATURE_TYPES[int(np.argmax(np.abs(type_mean[u])))],
+                        "" if best is None else names[best], "" if best is None else f"{cs[best]:.4f}"])
+    with open(out_dir / f"code_units_{target}.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["unit", *FEATURE_TYPES])
+        for u in range(r_code.shape[1]):
+            w.writerow([u, *(f"{v:.6g}" for v in type_mean[u])])
+    fig, axes = plt.subplots(2, 1, figsize=(13, 7), sharex=True)
+    x = np.arange(r_code.shape[1])
+    axes[0].bar(x, signed_m, yerr=signed_sd, capsize=1.5, color="tab:blue")
+    axes[0].set_ylabel(f"signed relevance ({units})")
+    axes[1].bar(x, abs_m, yerr=abs_sd, capsize=1.5, color="tab:orange")
+    axes[1].set_ylabel(f"|relevance| ({units})")
+    axes[1].set_xlabel("code unit")
+    fig.suptitle(f"{target}: LRP relevance per code unit, mean ± sd over held-out molecules")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"code_relevance_{target}.png", dpi=110)
+    plt.close(fig)
+    order = np.argsort(-abs_m)[:top]
+    top_units = []
+    for u in order:
+        cs = {n: _num(corr[n][u]) for n in names}
+        top_units.append({"unit": int(u), "abs_mean": float(abs_m[u]), "signed_mean": float(signed_m[u]),
+                          "types": {t: float(type_mean[u, k]) for k, t in enumerate(FEATURE_TYPES)},
+                          "correlations": cs})
+    dead = int(np.sum(np.all(r_code == 0, axis=0)))
+    return {"top_units": top_units, "units_without_relevance": dead}
+
+
+# -- the stage -----------------------------------------------------------------------------------
+def run_stage(params_path: str | Path = "params.yaml", features: str | Path = "data/features",
+              folds_path: str | Path = "data/folds.parquet", models_dir: str | Path = "models",
+              table: str | Path = "data/qm9.parquet",
+              metrics: Path = METRICS, combined_metrics: Path = COMBINED_METRICS, plots: Path = PLOTS,
+              model_path: Path | None = None, log: Any = print) -> dict[str, Any]:
+    """Run the whole stage (module docstring) and return the metrics of ``metrics/autoencoder.json``."""
+    p = AutoencoderParams.load(params_path)
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.io import write_json
+
+    models_dir = Path(models_dir)
+    model_path = Path(model_path or models_dir / "autoencoder" / "model.npz")
+    plots = Path(plots)
+    store = FeatureStore.open(features)
+    train, test = fold_positions(store, folds_path, p.fold)
+    # RDKit embedding of the outside molecules before the Keras backend starts
+    outside_names, outside_graphs = embed_outside(p.outside_smiles or OUTSIDE_SMILES, p.seed)
+
+    from qmlrp.models.autoencoder import save_autoencoder
+
+    t0 = time.time()
+    model, losses = train_autoencoder(store, train, p)
+    fit_seconds = time.time() - t0
+    train_err = errors_of(model, store, train)
+    model.metadata.update({"ood_threshold": float(np.percentile(train_err, p.ood_percentile)),
+                           "ood_percentile": p.ood_percentile, "fold": p.fold, "train_molecules": int(train.size),
+                           "epochs": p.epochs, "final_loss": losses[-1]})
+    save_autoencoder(model, model_path)
+    log(f"autoencoder: {train.size} training molecules, {p.epochs} epochs in {fit_seconds:.0f} s, "
+        f"loss {losses[-1]:.4g}")
+
+    pca = fit_pca(store, train, model.scaling, p.pca_components)
+    dae, lin = reconstruction_scores(model, pca, store, test)
+    write_reconstruction(dae, lin, plots)
+
+    # applicability domain
+    threshold = model.metadata["ood_threshold"]
+    test_err = errors_of(model, store, test)
+    dist_errs = {}
+    for sd in p.distortion_sd:
+        distorted = distorted_store(store, test, sd, p.seed)
+        dist_errs[f"qm9_distorted_{sd:g}A"] = errors_of(model, distorted, np.arange(len(distorted)))
+    dist_err = np.concatenate(list(dist_errs.values())) if dist_errs else np.zeros(0)
+    if outside_graphs:
+        flat, n = flat_of_graphs(outside_graphs)
+        out_err = model.reconstruction_error(flat, n)
+    else:
+        out_err = np.zeros(0)
+    with open(plots / "domain.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["set", "molecule", "reconstruction_error", "flagged"])
+        sets = [("qm9_heldout", store.ids[test], test_err), *((k, store.ids[test], v) for k, v in dist_errs.items()),
+                ("outside", outside_names, out_err)]
+        for name, ids, errs in sets:
+            for i, e in zip(ids, errs):
+                w.writerow([name, i, f"{e:.6g}", int(e > threshold)])
+    domain = {
+        "score": "mean squared reconstruction error of the scaled 5887-vector",
+        "threshold": threshold, "threshold_percentile_of_training": p.ood_percentile,
+        "auroc_heldout_vs_distorted": {k: auroc(test_err, v) for k, v in dist_errs.items()},
+        "auroc_heldout_vs_outside": auroc(test_err, out_err),
+        "auroc_heldout_vs_all_outside": auroc(test_err, np.concatenate([dist_err, out_err])),
+        "flagged_fraction": {"training": float(np.mean(train_err > threshold)),
+                             "qm9_heldout": float(np.mean(test_err > threshold)),
+                             **{k: float(np.mean(v > threshold)) for k, v in dist_errs.items()},
+                             "outside": _num(float(np.mean(out_err > threshold))) if out_err.size else None},
+        "median_error": {"training": float(np.median(train_err)), "qm9_heldout": float(np.median(test_err)),
+                         **{k: float(np.median(v)) for k, v in dist_errs.items()},
+                         "outside": float(np.median(out_err)) if out_err.size else None},
+        "n": {"qm9_heldout": int(test.size), "outside": int(out_err.size)},
+        "distortion_sd_angstrom": list(p.distortion_sd),
+        "outside_molecules": outside_names,
+    }
+    result = {
+        "fold": p.fold, "train_molecules": int(train.size), "test_molecules": int(test.size),
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(p).items()},
+        "training": {"epochs": p.epochs, "final_loss": losses[-1], "fit_seconds": round(fit_seconds, 1)},
+        "reconstruction": {t: {"entries": dae.counts[t], "dae_r2": _num(dae.r2[t]), "pca_r2": _num(lin.r2[t]),
+                               "dae_mae": _num(dae.mae[t]), "pca_mae": _num(lin.mae[t])} for t in dae.r2},
+        "domain": domain,
+    }
+    write_json(result, metrics)
+    dist_text = ", ".join(f"{k} {v:.3f}" for k, v in domain["auroc_heldout_vs_distorted"].items())
+    log(f"autoencoder: AUROC held-out vs {dist_text}; vs outside {domain['auroc_heldout_vs_outside']:.3f}")
+
+    combined = run_combined(p, store, train, test, model, model_path, models_dir, plots, Path(table), log)
+    write_json(combined, combined_metrics)
+    return result
+
+
+def run_combined(p: AutoencoderParams, store: Any, train: np.ndarray, test: np.ndarray, model: Any,
+                 model_path: Path, models_dir: Path, plots: Path, table: Path, log: Any = print) -> dict[str, Any]:
+    """Combined-model MAEs (plain / frozen / fine-tuned) and the code LRP for each present target."""
+    from qmlrp.features.dense import flatten
+    from qmlrp.models.io import load_model
+    from qmlrp.models.io import model_path as weave_path
+    from qmlrp.models.autoencoder import column_types
+    from qmlrp.relevance.code import correlations, descriptors, explain_code
+    from qmlrp.relevance.model_lrp import ModelLRP
+    from qmlrp.relevance.rules import STABLE_LAYERS, get_rule, resolve_rules
+    from qmlrp.training.config import get_target
+    from qmlrp.training.data import load_targets
+
+    out: dict[str, Any] = {"fold": p.fold, "targets": {}, "skipped": {}}
+    rule = get_rule(p.lrp_rule, p.lrp_epsilon)
+    weave_rules = resolve_rules([p.lrp_rule], p.lrp_epsilon, stabilise=STABLE_LAYERS)[p.lrp_rule]
+    types = column_types()
+    for name in p.targets:
+        path = weave_path(models_dir, name, p.fold)
+        if not path.exists():
+            out["skipped"][name] = f"no trained model {path}"
+            log(f"autoencoder: {name}: skipped (no {path})")
+            continue
+        target = get_target(name)
+        if target.n_outputs != 1 or target.dataset != "qm9":
+            out["skipped"][name] = "vector targets and the beta dataset are not combined yet"
+            continue
+        y = load_targets(store, table, target)
+        weave = load_model(path)
+        plain, _ = combined_mae(model, weave, store, test, y, use_autoencoder=False)
+        frozen, _ = combined_mae(model, weave, store, test, y)
+        t0 = time.time()
+        tuned_ae = finetune(model_path, weave, store, train, y, p)
+        tuned, _ = combined_mae(tuned_ae, weave, store, test, y)
+        entry = {"units": target.units, "test_molecules": int(test.size), "mae_plain": plain, "mae_frozen": frozen,
+                 "mae_finetuned": tuned, "finetune_epochs": p.finetune_epochs,
+                 "finetune_seconds": round(time.time() - t0, 1)}
+        log(f"autoencoder: {name}: test MAE plain {plain:.4g}, frozen {frozen:.4g}, fine-tuned {tuned:.4g} "
+            f"{target.units}")
+        # LRP on the code of the frozen combined model
+        lrp = ModelLRP(load_model(path))
+        chosen = test if p.lrp_molecules is None else test[: p.lrp_molecules]
+        parts = []
+        desc: dict[str, list[np.ndarray]] = {}
+        for s in range(0, len(chosen), 64):
+            pos = chosen[s : s + 64]
+            batch = store.batch(pos)
+            parts.append(explain_code(model, lrp, batch, flatten(batch), store.n_atoms[pos], weave_rules, rule, types))
+            for k, v in descriptors(batch).items():
+                desc.setdefault(k, []).append(v)
+        r_code = np.concatenate([e.r_code for e in parts])
+        code = np.concatenate([e.code for e in parts])
+        unit_types = np.concatenate([e.unit_types for e in parts])
+        cons = np.concatenate([e.conservation_error() for e in parts])
+        output = np.concatenate([e.output for e in parts])
+        corr = correlations(code, {k: np.concatenate(v) for k, v in desc.items()})
+        summary = write_code_relevance(name, target.units, r_code, unit_types, corr, plots)
+        entry["code_lrp"] = {"rule": p.lrp_rule, "epsilon": p.lrp_epsilon, "molecules": int(len(chosen)),
+                             "max_conservation_error": float(cons.max()),
+                             "mean_code_share": float(np.mean(r_code.sum(1) / output)),
+                             **summary}
+        out["targets"][name] = entry
+    return out
+
+
+def flag_out_of_domain(predictions: Sequence[Any], featurized: Sequence[Any], models_dir: str | Path) -> None:
+    """``qmlrp predict``'s applicability-domain hook: with ``models_dir/autoencoder/model.npz`` present,
+    add each molecule's reconstruction error and the model's threshold to ``values["autoencoder"]``
+    and a warning when the error is beyond it (``predictions`` and ``featurized`` in the same order).
+    Without the model file nothing changes."""
+    path = Path(models_dir) / "autoencoder" / "model.npz"
+    if not path.exists() or not featurized:
+        return
+    from qmlrp.models.autoencoder import load_autoencoder
+
+    model = load_autoencoder(path)
+    threshold = model.metadata.get("ood_threshold")
+    flat, n = flat_of_graphs([f.graph for f in featurized])
+    for prediction, error in zip(predictions, model.reconstruction_error(flat, n)):
+        beyond = threshold is not None and float(error) > threshold
+        prediction.values["autoencoder"] = {"reconstruction_error": float(error), "threshold": threshold,
+                                            "beyond_threshold": bool(beyond)}
+        if beyond:
+            prediction.warnings.append(f"autoencoder reconstruction error {error:.3g} above the training folds' "
+                                       f"{model.metadata.get('ood_percentile', 99.9):g}th percentile {threshold:.3g}")
+
+
+def register(app: Any) -> None:
+    """Add ``qmlrp autoencoder`` to the typer ``app``."""
+    import typer
+
+    @app.command("autoencoder")
+    def autoencoder_command(
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (section autoencoder)."),
+    ) -> None:
+        """Train the tied-weight denoising autoencoder on the MG; reconstruction vs PCA, combined
+        models, LRP on the code, applicability domain."""
+        run_stage(params, log=typer.echo)
