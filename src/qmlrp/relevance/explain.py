@@ -173,12 +173,6 @@ class _Subject:
     positions: np.ndarray
 
 
-def _n_modes(store: FeatureStore, table: Path, column: str) -> np.ndarray:
-    """(n_store,) number of listed values of a list column (the molecule's real modes)."""
-    frame = pd.read_parquet(table, columns=["id", column]).set_index("id")[column]
-    return np.array([len(v) for v in frame.reindex(store.ids)], np.int64)
-
-
 def _selector(subject: _Subject, selection: Any) -> Any:
     """``positions -> output selection`` for :meth:`ModelLRP.explain_inputs` (``"modes"``: one
     row of coefficients per molecule, 1 on its real modes)."""
@@ -234,9 +228,15 @@ def run_explain(
     model = load_model(model_path(models_dir, target, config.fold))
     split = make_split(store, folds, config.fold, 0.1, 0)
     positions = np.arange(len(store)) if config.molecules == "all" else split.test
-    subject = _Subject(spec, store, table, y_all,
-                       _n_modes(store, table, spec.column) if spec.n_outputs > 1 else None,
-                       model, ModelLRP(model), inference_function(model), split, positions)
+    # molecules without a label (e.g. QM9's few records with a doubled frequency list) are not explained
+    labelled = np.isfinite(y_all.reshape(len(store), -1)).any(axis=1)
+    if not labelled[positions].all():
+        _log(f"{target}: {int((~labelled[positions]).sum())} molecules without a label are left out "
+             f"(ids {', '.join(map(str, store.ids[positions][~labelled[positions]][:10]))})")
+        positions = positions[labelled[positions]]
+    n_modes = np.isfinite(y_all).sum(axis=1) if spec.n_outputs > 1 else None  # the labels' real modes
+    subject = _Subject(spec, store, table, y_all, n_modes, model, ModelLRP(model), inference_function(model),
+                       split, positions)
     views = config.outputs.get(target)
     out = Path(plots_dir) / target
     if not views:
@@ -259,7 +259,8 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
     from qmlrp.relevance.plots import perturbation_curves, type_bars
 
     store, spec, lrp, rules = subject.store, subject.spec, subject.lrp, config.resolved_rules()
-    positions, split = subject.positions, subject.split
+    positions = subject.positions
+    test = subject.split.test[np.isin(subject.split.test, positions)]  # the fold's labelled molecules
     select = _selector(subject, selection)
     width = int(spec.n_outputs)
     out.mkdir(parents=True, exist_ok=True)
@@ -379,7 +380,7 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
 
     # -- faithfulness on held-out molecules ---------------------------------------------------
     f = config.faithfulness
-    sample = split.test[: int(f.get("molecules", 200))]
+    sample = test[: int(f.get("molecules", 200))]
     faith: dict[str, Any] = {}
     if sample.size:
         batch = store.batch(sample)
@@ -400,7 +401,7 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
 
     # -- pictures -----------------------------------------------------------------------------
     reference = dict(zip(store.ids[positions].tolist(), y_true.tolist()))
-    drawn = draw_molecules(store, subject.table, lrp, rules, _draw_ids(store, config.draw, split.test),
+    drawn = draw_molecules(store, subject.table, lrp, rules, _draw_ids(store, config.draw, test),
                            out / "molecules", label, spec.units, reference, bool(config.draw.get("same_scale", True)),
                            select)
 
