@@ -145,3 +145,46 @@ def test_descriptors_and_correlations() -> None:
     c = correlations(code, {"n_C": d["n_C"]})["n_C"]
     np.testing.assert_allclose(c[:2], [np.corrcoef(code[:, u], d["n_C"])[0, 1] for u in range(2)])
     assert np.isnan(c[2])
+
+
+def test_per_molecule_functional_conserves_and_matches_matrix_form() -> None:
+    """A vector model explained through per-molecule coefficients (1 on each molecule's own real
+    modes): the explained value is sum_k c_mk y_mk, the chain conserves, and the code relevance is
+    the explicit LRP-eps matrices of the decoder applied to sum_k c_mk (Weave relevance of output k)."""
+    from qmlrp.relevance.model_lrp import ModelLRP
+    from tests.relevance.test_model_lrp import randomised_model
+
+    batch = random_batch([5, 8, 11], seed=6)
+    flat, n = flatten(batch), batch.atoms_per_molecule()
+    keras.utils.set_random_seed(4)
+    ae = TiedAutoencoder(AutoencoderConfig(), ColumnScaling.fit(flat, n))
+    rng = np.random.default_rng(8)
+    for w in (ae.encoder1.bias, ae.encoder2.bias, ae.decoder2.bias):
+        w.assign(np.abs(rng.normal(0, 0.2, w.shape)).astype("float32"))
+    weave = randomised_model(n_outputs=4, seed=1)
+    lrp = ModelLRP(weave)
+    comp = stable_composites(["eps"])["eps"]
+    coef = np.array([[1.0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])  # 3, 1 and 4 real modes
+    e = explain_code(ae, lrp, batch, flat, n, comp, Epsilon(EPS), output=coef)
+
+    recon = with_features(batch, ae.scaling.inverse(ae.reconstruct(flat, n), n))
+    pred = np.asarray(weave(batch_to_inputs(recon)), np.float64)
+    assert pred.shape == (3, 4)
+    np.testing.assert_allclose(e.output, (coef * pred).sum(1), rtol=1e-5)
+    assert np.all(e.conservation_error() / np.maximum(np.abs(e.output), 1.0) < 1e-4)
+    assert np.abs(e.r_code).sum() > 0
+
+    arrays = ae.arrays()
+    shift, scale = ae.scaling.vectors()
+    per_output = [to_flat(batch, x.atoms, x.pairs, flat.shape[1])
+                  for x in (lrp.explain(recon, comp, output=k) for k in range(4))]
+    for m in range(3):
+        r_out = sum(coef[m, k] * per_output[k][m] for k in range(4))
+        h2 = np.maximum(e.code[m] @ arrays["W2"].T + arrays["c2"], 0)
+        m1, _ = eps_matrix(h2, arrays["W1"].T * scale, arrays["c1"] * scale + shift)
+        m2, _ = eps_matrix(e.code[m], arrays["W2"].T, arrays["c2"])
+        expected = m2 @ (m1 @ r_out)
+        np.testing.assert_allclose(e.r_code[m], expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+    # the first molecule's row shared by the whole batch gives that molecule the same code relevance
+    one = explain_code(ae, lrp, batch, flat, n, comp, Epsilon(EPS), output=coef[0])
+    np.testing.assert_allclose(one.r_code[0], e.r_code[0], rtol=1e-4, atol=1e-5 * np.abs(e.r_code[0]).max())

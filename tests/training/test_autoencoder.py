@@ -1,11 +1,14 @@
-"""The autoencoder stage: params, the PCA baseline against an independent computation, AUROC, and
-the stage end to end on the tiny pipeline (60 molecules, the 2-epoch Weave models of conftest)."""
+"""The autoencoder stage: params, the PCA baseline against an independent computation, AUROC, the
+combined models of vector targets (padding masked), and the stage end to end on the tiny pipeline
+(60 molecules, the 2-epoch Weave models of conftest, tiny omega1/frequencies/beta models and a tiny
+beta store of other molecules)."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +31,8 @@ def test_params(tmp_path) -> None:
         AutoencoderParams.load(write_params(tmp_path, noise_s=0.1))
     with pytest.raises(QmlrpError, match="epochs"):
         AutoencoderParams.load(write_params(tmp_path, epochs=0))
+    with pytest.raises(QmlrpError, match="unknown 'gap'"):
+        AutoencoderParams.load(write_params(tmp_path, targets=["alpha", "gap"]))
     repo = AutoencoderParams.load(Path(__file__).resolve().parents[2] / "params.yaml")
     assert repo.fold == 0 and repo.pca_components == 68
 
@@ -63,18 +68,131 @@ def test_pca_equals_gram_eigendecomposition(small_data) -> None:
     np.testing.assert_allclose(pca.components.T @ pca.components, np.eye(k), atol=1e-10)
 
 
-def test_stage_end_to_end(small_data, trained, tmp_path) -> None:
+def test_dvc_stage_depends_on_each_combined_model() -> None:
+    """dvc.yaml's autoencoder stage lists the model file of every target params.yaml combines, and
+    data/beta when beta is one of them."""
+    repo = Path(__file__).resolve().parents[2]
+    deps = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["autoencoder"]["deps"]
+    targets = AutoencoderParams.load(repo / "params.yaml").targets
+    assert set(targets) == {"alpha", "zpve", "omega1", "frequencies", "beta"}
+    for target in targets:
+        assert f"models/{target}/fold${{autoencoder.fold}}.npz" in deps
+    assert "data/beta" in deps and "src/qmlrp/training/combined.py" in deps
+
+
+@pytest.fixture(scope="module")
+def beta_small(small_data) -> Path:
+    """A tiny beta store of *other* molecules: ``beta/{qm9.parquet (with a synthetic
+    beta_parallel_au = 2 alpha - 50), features/, folds.parquet}`` (30 molecules, 10 folds)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from qmlrp.data.ingest import ingest
+    from qmlrp.data.split import split
+    from qmlrp.features.featurize import featurize_table
+
+    root = small_data / "beta_small"
+    beta = root / "beta"
+    ingest(source="qm9pack", output=beta / "qm9.parquet", rejects=root / "rejects.csv", metrics=root / "ingest.json",
+           limit=30, seed=2, on_error="fail")
+    table = pq.read_table(beta / "qm9.parquet")
+    alpha = table.column("alpha_bohr3").to_numpy()
+    pq.write_table(table.append_column("beta_parallel_au", pa.array(2.0 * alpha - 50.0)), beta / "qm9.parquet")
+    featurize_table(beta / "qm9.parquet", beta / "features", root / "failures.csv", root / "featurize.json",
+                    workers=1, chunk_size=30, scratch_root=root / "scratch")
+    split(beta / "features", beta / "folds.parquet", root / "split.json", n_folds=10, seed=1)
+    return beta
+
+
+def tiny_model(n_outputs: int, seed: int) -> Any:
+    """A small Weave model with random weights (biases, output kernel included), savable."""
+    from dataclasses import asdict
+
+    from tests.relevance.test_model_lrp import SMALL, randomised_model
+
+    model = randomised_model(n_outputs=n_outputs, seed=seed)
+    model.update_metadata(architecture=asdict(SMALL))
+    return model
+
+
+def test_vector_combined_mae_ignores_padding(small_data, tmp_path) -> None:
+    """The frequency-style (n, T) MAE counts real labels only: padded outputs may predict anything,
+    unlabelled molecules change nothing, and the fine-tuning loss masks the padding too."""
+    import keras
+
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.models.autoencoder import AutoencoderConfig, TiedAutoencoder, save_autoencoder
+    from qmlrp.training.combined import combined_mae, finetune, labelled, masked_standardised_mae
+
+    store = FeatureStore.open(small_data / "data" / "features")
+    positions = np.arange(12)
+    keras.utils.set_random_seed(0)
+    ae = TiedAutoencoder(AutoencoderConfig(), fit_scaling(store, np.arange(len(store))))
+    weave = tiny_model(5, seed=3)
+    rng = np.random.default_rng(1)
+    y = rng.normal(3.0, 2.0, (len(store), 5))
+    real_modes = np.array([3, 1, 2, 0, 3, 2, 1, 3, 0, 2, 3, 1] + [3] * (len(store) - 12))  # output 3, 4: padding
+    y[np.arange(5)[None, :] >= real_modes[:, None]] = np.nan
+    mae, pred = combined_mae(ae, weave, store, positions, y)
+    assert pred.shape == (12, 5)
+    real = np.isfinite(y[positions])
+    assert mae == pytest.approx(np.mean(np.abs(pred - y[positions])[real]), rel=1e-12)
+    # padded labels written another way (inf instead of NaN) are padding all the same
+    assert combined_mae(ae, weave, store, positions, np.where(np.isnan(y), np.inf, y))[0] == pytest.approx(mae, rel=1e-12)
+    # unlabelled molecules (rows 3 and 8) are dropped by `labelled` and never counted anyway
+    kept = labelled(y, positions)
+    assert kept.tolist() == [0, 1, 2, 4, 5, 6, 7, 9, 10, 11]
+    assert combined_mae(ae, weave, store, kept, y)[0] == pytest.approx(mae, rel=1e-6)
+    # padded predictions: move outputs 3 and 4 far away -> the MAE stays; move output 2 -> it changes
+    mean = np.full(5, 3.0)
+    mean[3:] = 1e4
+    weave.head.target_scaling.set_statistics(mean, np.full(5, 2.0))
+    moved, pred2 = combined_mae(ae, weave, store, positions, y)
+    assert np.all(np.abs(pred2[:, 3:] - pred[:, 3:]) > 1e3)
+    assert moved == pytest.approx(mae, rel=1e-6)
+    mean[2] = 50.0
+    weave.head.target_scaling.set_statistics(mean, np.full(5, 2.0))
+    assert combined_mae(ae, weave, store, positions, y)[0] > mae + 1.0
+    # the fine-tuning loss: masked, standardised per output, by hand
+    std = np.array([1.0, 2.0, 4.0, 1.0, 1.0])
+    t = np.array([[1.0, 2.0, np.nan, np.nan, np.nan], [0.0, np.nan, np.nan, np.nan, np.nan]], np.float32)
+    q = np.array([[2.0, 6.0, 1e6, -1e6, 7.0], [-3.0, 5.0, 5.0, 5.0, 5.0]], np.float32)
+    value = float(keras.ops.convert_to_numpy(masked_standardised_mae(std)(t, q)))
+    assert value == pytest.approx((1.0 / 1 + 4.0 / 2 + 3.0 / 1) / 3, rel=1e-6)
+    # fine-tuning through NaN-padded labels keeps every weight finite and changes the DAE
+    save_autoencoder(ae, tmp_path / "dae.npz")
+    tuned = finetune(tmp_path / "dae.npz", weave, store, positions, y,
+                     AutoencoderParams(finetune_epochs=1, batch_size=4, finetune_learning_rate=0.01))
+    before, after = ae.arrays(), tuned.arrays()
+    assert all(np.all(np.isfinite(v)) for v in after.values())
+    assert any(not np.allclose(before[k], after[k]) for k in before)
+
+
+def test_stage_end_to_end(small_data, trained, beta_small, tmp_path) -> None:
+    import shutil
+
     from qmlrp.features.store import FeatureStore
     from qmlrp.models.autoencoder import FEATURE_TYPES, load_autoencoder
+    from qmlrp.models.inputs import batch_to_inputs
+    from qmlrp.models.io import load_model, save_model
     from qmlrp.training.autoencoder import errors_of, run_stage
+    from qmlrp.training.config import get_target
+    from qmlrp.training.data import load_targets
+    from qmlrp.training.spectra import masked_mae
 
     data = small_data / "data"
+    models = tmp_path / "models"
+    for target in ("alpha", "zpve"):
+        (models / target).mkdir(parents=True)
+        shutil.copy(small_data / "models" / target / "fold0.npz", models / target / "fold0.npz")
+    for seed, (target, width) in enumerate((("omega1", 1), ("frequencies", 81), ("beta", 1))):
+        save_model(tiny_model(width, seed), models / target / "fold0.npz")
     params = write_params(tmp_path, epochs=3, batch_size=16, finetune_epochs=1, lrp_molecules=4,
                           distortion_sd=[0.3], outside_smiles=["c1ccc2ccccc2c1", "CC(=O)Nc1ccc(O)cc1"])
     out = tmp_path / "out"
     lines: list[str] = []
     result = run_stage(params, features=data / "features", folds_path=data / "folds.parquet",
-                       models_dir=small_data / "models", table=data / "qm9.parquet",
+                       models_dir=models, table=data / "qm9.parquet", beta_data=beta_small,
                        metrics=out / "autoencoder.json", combined_metrics=out / "combined.json",
                        plots=out / "plots", model_path=out / "model.npz", log=lines.append)
     assert json.loads((out / "autoencoder.json").read_text()) == json.loads(json.dumps(result))
@@ -92,19 +210,42 @@ def test_stage_end_to_end(small_data, trained, tmp_path) -> None:
     assert 0.0 <= domain["auroc_heldout_vs_outside"] <= 1.0
     # combined models: the plain path reproduces the trained model's recorded test MAE
     combined = json.loads((out / "combined.json").read_text())
-    assert set(combined["targets"]) == {"alpha", "zpve"}
-    assert set(combined["skipped"]) == {"omega1", "beta", "frequencies"}
+    assert set(combined["targets"]) == {"alpha", "zpve", "omega1", "frequencies", "beta"}
+    assert combined["skipped"] == {}
     for target in ("alpha", "zpve"):
         entry = combined["targets"][target]
         assert entry["mae_plain"] == pytest.approx(trained[(target, 0)]["test_mae"], rel=1e-4)
+        assert (entry["dataset"], entry["n_test"]) == ("qm9", test.size)
+    # the plain path of the new targets reproduces each model's own (ragged) predictions, on its
+    # dataset's held-out fold, over real labels only
+    beta_store = FeatureStore.open(beta_small / "features")
+    beta_test = fold_positions(beta_store, beta_small / "folds.parquet", 0)[1]
+    for target, (st, pos, table) in {"omega1": (store, test, data / "qm9.parquet"),
+                                     "frequencies": (store, test, data / "qm9.parquet"),
+                                     "beta": (beta_store, beta_test, beta_small / "qm9.parquet")}.items():
+        entry = combined["targets"][target]
+        y = load_targets(st, table, get_target(target))
+        pos = pos[np.isfinite(y.reshape(len(y), -1)[pos]).any(1)]
+        pred = np.asarray(load_model(models / target / "fold0.npz")(batch_to_inputs(st.batch(pos))), np.float64)
+        assert entry["mae_plain"] == pytest.approx(masked_mae(pred.reshape(y[pos].shape), y[pos]), rel=1e-4)
+        assert entry["n_test"] == pos.size
+    beta = combined["targets"]["beta"]
+    assert beta["dataset"] == "beta" and beta["n_test"] == beta_test.size and beta["units"] == "a.u."
+    assert beta["n_train"] == len(beta_store) - beta_test.size
+    assert beta["dae_training_overlap"] == int(np.isin(beta_store.ids[beta_test], store.ids[train]).sum())
+    assert combined["targets"]["frequencies"]["n_outputs"] == 81
+    summaries = {t: combined["targets"][t]["code_lrp"] for t in ("alpha", "zpve", "omega1", "beta")}
+    summaries.update({f"frequencies_{v}": s for v, s in combined["targets"]["frequencies"]["code_lrp"].items()})
+    assert set(summaries) >= {"frequencies_omega1", "frequencies_mode_sum"}
+    for name, lrp in summaries.items():
+        entry = combined["targets"][name.split("_")[0]]
         assert np.isfinite(entry["mae_frozen"]) and np.isfinite(entry["mae_finetuned"])
-        lrp = entry["code_lrp"]
-        assert lrp["molecules"] == 4 and lrp["max_conservation_error"] < 1e-3
-        assert len(lrp["top_units"]) == 5
-        assert (out / "plots" / f"code_relevance_{target}.png").exists()
-        units = list(csv.DictReader(open(out / "plots" / f"code_relevance_{target}.csv")))
-        assert len(units) == 68
-    assert any("alpha: test MAE plain" in line for line in lines)
+        assert lrp["molecules"] == min(4, entry["n_test"]) and len(lrp["top_units"]) == 5
+        assert lrp["max_conservation_error"] < 1e-3
+        assert (out / "plots" / f"code_relevance_{name}.png").exists()
+        assert len(list(csv.DictReader(open(out / "plots" / f"code_relevance_{name}.csv")))) == 68
+    assert any("alpha (qm9, " in line and "test MAE plain" in line for line in lines)
+    assert any("beta (beta, " in line for line in lines)
 
 
 def test_predict_hook_flags_beyond_threshold(small_data, tmp_path) -> None:

@@ -137,7 +137,7 @@ class CodeExplanation:
     """Relevance of a batch of predictions on the code.
 
     Attributes:
-        output: (B,) the explained prediction (target units).
+        output: (B,) the explained prediction, or functional of the predictions (target units).
         code: (B, C) code activations.
         r_code: (B, C) relevance of each code unit.
         r_weave_inputs: (B,) relevance the Weave LRP gave the reconstructed MG (real entries).
@@ -160,7 +160,8 @@ class CodeExplanation:
 
 
 def explain_code(autoencoder: Any, weave_lrp: Any, batch: GraphBatch, flat: np.ndarray, n_atoms: np.ndarray,
-                 weave_rules: Composite, rule: Rule, types: np.ndarray | None = None) -> CodeExplanation:
+                 weave_rules: Composite, rule: Rule, types: np.ndarray | None = None,
+                 output: Any = None) -> CodeExplanation:
     """LRP from the combined model's prediction to the code units (module docstring).
 
     Args:
@@ -169,6 +170,9 @@ def explain_code(autoencoder: Any, weave_lrp: Any, batch: GraphBatch, flat: np.n
         batch: the molecules (ragged); flat, n_atoms: their flat MG (B, D) and atom counts.
         weave_rules: composite for the Weave model; rule: the rule of the autoencoder's layers.
         types: (D,) feature-type index per column to also push each unit down the encoder.
+        output: the explained functional of a vector model's outputs
+            (:data:`~qmlrp.relevance.model_lrp.OutputSelection`: an index, coefficients (T,), or
+            per-molecule coefficients (B, T), e.g. 1 on each molecule's real modes); None for a scalar.
     """
     scaling = autoencoder.scaling
     shift, scale = scaling.vectors()
@@ -176,7 +180,7 @@ def explain_code(autoencoder: Any, weave_lrp: Any, batch: GraphBatch, flat: np.n
     code = _np(autoencoder.encode(x_s))
     x_hat = scaling.inverse(_np(autoencoder.decode(code)), n_atoms)
     recon = with_features(batch, x_hat)
-    expl = weave_lrp.explain(recon, weave_rules)
+    expl = weave_lrp.explain(recon, weave_rules, output=output)
     r_flat = to_flat(batch, expl.atoms, expl.pairs, flat.shape[1])
     arrays = autoencoder.arrays()
     r_code, _, absorbed = decoder_relevance(arrays, shift, scale, code, r_flat, rule)

@@ -1,15 +1,16 @@
 """The ``autoencoder`` stage (issue 11): train the tied-weight DAE on the training folds, measure its
 reconstruction per feature type against PCA, plug it in front of the trained Weave models
 (frozen and fine-tuned), explain the predictions on the code units, and score the applicability
-domain by the reconstruction error.
+domain by the reconstruction error. The combined models and the code LRP live in
+:mod:`qmlrp.training.combined`.
 
 Outputs (paths relative to the repository root, mirrored in dvc.yaml):
 
 * ``models/autoencoder/model.npz`` (weights, column scaling, out-of-domain threshold)
 * ``metrics/autoencoder.json`` (reconstruction per type DAE vs PCA, training, the domain AUROC)
 * ``metrics/autoencoder_combined.json`` (combined-model MAE frozen / fine-tuned vs plain, code LRP)
-* ``plots/autoencoder/`` (``reconstruction.csv/png``, ``code_relevance_<target>.csv/png``,
-  ``code_units_<target>.csv``, ``domain.csv``)
+* ``plots/autoencoder/`` (``reconstruction.csv/png``, ``code_relevance_<name>.csv/png``,
+  ``code_units_<name>.csv``, ``domain.csv``; ``<name>`` = target, or ``frequencies_<view>``)
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ class AutoencoderParams:
         hidden, code: layer widths (136, 68).
         pca_components: the PCA baseline's components (68).
         targets: trained Weave models to combine with (``models/<target>/fold<fold>.npz``; absent
-            ones are skipped with a note).
+            ones are skipped with a note); ``beta`` is applied to the molecules of ``data/beta``.
         finetune_epochs, finetune_learning_rate: fine-tuning of the DAE through the supervised loss
-            (MAE of the standardised target; Weave frozen).
+            (masked MAE of the standardised target; Weave frozen).
         ood_percentile: threshold of the reconstruction error = this percentile of the training
             folds' errors.
         distortion_sd: sds (Angstrom) of the Gaussian displacement of each atom of the distorted
@@ -100,6 +101,11 @@ class AutoencoderParams:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.ood_percentile <= 100:
             raise ValueError(f"ood_percentile must be in (0, 100], got {self.ood_percentile}")
+        from qmlrp.training.config import TARGETS
+
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown:
+            raise ValueError(f"targets: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(TARGETS)}")
 
     @staticmethod
     def load(path: str | Path) -> AutoencoderParams:
@@ -146,7 +152,8 @@ def fit_scaling(store: Any, positions: np.ndarray) -> Any:
 def make_dataset(store: Any, positions: np.ndarray, scaling: Any, batch_size: int, seed: int,
                  targets: np.ndarray | None = None, shuffle: bool = True) -> Any:
     """A ``keras.utils.PyDataset`` of scaled flat vectors built per batch from the store:
-    ``(x, x)`` for the DAE, or ``({"flat", "atom_mask"}, y)`` when ``targets`` (len(store),) is given."""
+    ``(x, x)`` for the DAE, or ``({"flat", "atom_mask"}, y (b, T))`` when ``targets`` (len(store),) or
+    (len(store), T) is given (NaN labels passed through; the combined loss masks them)."""
     import keras
 
     from qmlrp.features.dense import flatten
@@ -167,7 +174,7 @@ def make_dataset(store: Any, positions: np.ndarray, scaling: Any, batch_size: in
             x = scaling.transform(flatten(store.batch(p)), n)
             if targets is None:
                 return x, x
-            return {"flat": x, "atom_mask": atom_mask(n)}, targets[p].astype(np.float32).reshape(-1, 1)
+            return {"flat": x, "atom_mask": atom_mask(n)}, targets[p].astype(np.float32).reshape(len(p), -1)
 
         def on_epoch_end(self) -> None:
             if shuffle:
@@ -231,41 +238,6 @@ def reconstruction_scores(model: Any, pca: PCA, store: Any, positions: np.ndarra
         dae.add(flat, model.scaling.inverse(model.reconstruct(flat, n), n), n)
         lin.add(flat, model.scaling.inverse(pca.reconstruct(x_s), n), n)
     return dae.scores(), lin.scores()
-
-
-# -- combined models -----------------------------------------------------------------------------
-def combined_mae(autoencoder: Any, weave: Any, store: Any, positions: np.ndarray, y: np.ndarray,
-                 batch_size: int = 64, use_autoencoder: bool = True) -> tuple[float, np.ndarray]:
-    """``(MAE, predictions (n,))`` of the combined (or, ``use_autoencoder=False``, the plain) model."""
-    from qmlrp.models.autoencoder import CombinedModel
-
-    model = CombinedModel(autoencoder, weave, use_autoencoder=use_autoencoder)
-    data = make_dataset(store, positions, autoencoder.scaling, batch_size, 0, targets=y, shuffle=False)
-    pred = np.concatenate([np.asarray(model(x, training=False)).reshape(-1) for x, _ in
-                           (data[k] for k in range(len(data)))])
-    return float(np.mean(np.abs(pred - y[positions]))), pred
-
-
-def finetune(autoencoder_path: Path, weave: Any, store: Any, train: np.ndarray, y: np.ndarray,
-             p: AutoencoderParams) -> Any:
-    """A fresh copy of the DAE fine-tuned through the supervised loss (MAE of the standardised
-    target) with the Weave model frozen; returns the tuned autoencoder."""
-    import keras
-    from keras import ops
-
-    from qmlrp.models.autoencoder import CombinedModel, load_autoencoder
-
-    keras.utils.set_random_seed(p.seed)
-    ae = load_autoencoder(autoencoder_path)
-    weave.trainable = False
-    std = float(np.asarray(keras.ops.convert_to_numpy(weave.head.target_scaling.std)).reshape(-1)[0]) \
-        if hasattr(weave.head, "target_scaling") else float(np.std(y[train]))
-    model = CombinedModel(ae, weave)
-    model.compile(optimizer=keras.optimizers.Adam(p.finetune_learning_rate),
-                  loss=lambda t, q: ops.mean(ops.abs(q - t)) / std)
-    model.fit(make_dataset(store, train, ae.scaling, p.batch_size, p.seed, targets=y), epochs=p.finetune_epochs,
-              verbose=0)
-    return ae
 
 
 # -- out of domain -------------------------------------------------------------------------------
@@ -365,64 +337,14 @@ def write_reconstruction(dae: Any, pca: Any, out_dir: Path) -> None:
     plt.close(fig)
 
 
-def write_code_relevance(target: str, units: str, r_code: np.ndarray, unit_types: np.ndarray,
-                         corr: dict[str, np.ndarray], out_dir: Path, top: int = 5) -> dict[str, Any]:
-    """Per-unit summaries across molecules (CSV + bar chart with error bars); returns the metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from qmlrp.models.autoencoder import FEATURE_TYPES
-
-    signed_m, signed_sd = r_code.mean(0), r_code.std(0)
-    abs_m, abs_sd = np.abs(r_code).mean(0), np.abs(r_code).std(0)
-    type_mean = unit_types.mean(0)  # (C, 12)
-    names = list(corr)
-    with open(out_dir / f"code_relevance_{target}.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["unit", "signed_mean", "signed_sd", "abs_mean", "abs_sd", "top_type", "top_descriptor",
-                    "top_correlation"])
-        for u in range(r_code.shape[1]):
-            cs = np.array([corr[n][u] for n in names])
-            best = int(np.nanargmax(np.abs(cs))) if np.any(np.isfinite(cs)) else None
-            w.writerow([u, f"{signed_m[u]:.6g}", f"{signed_sd[u]:.6g}", f"{abs_m[u]:.6g}", f"{abs_sd[u]:.6g}",
-                        FEATURE_TYPES[int(np.argmax(np.abs(type_mean[u])))],
-                        "" if best is None else names[best], "" if best is None else f"{cs[best]:.4f}"])
-    with open(out_dir / f"code_units_{target}.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["unit", *FEATURE_TYPES])
-        for u in range(r_code.shape[1]):
-            w.writerow([u, *(f"{v:.6g}" for v in type_mean[u])])
-    fig, axes = plt.subplots(2, 1, figsize=(13, 7), sharex=True)
-    x = np.arange(r_code.shape[1])
-    axes[0].bar(x, signed_m, yerr=signed_sd, capsize=1.5, color="tab:blue")
-    axes[0].set_ylabel(f"signed relevance ({units})")
-    axes[1].bar(x, abs_m, yerr=abs_sd, capsize=1.5, color="tab:orange")
-    axes[1].set_ylabel(f"|relevance| ({units})")
-    axes[1].set_xlabel("code unit")
-    fig.suptitle(f"{target}: LRP relevance per code unit, mean ± sd over held-out molecules")
-    fig.tight_layout()
-    fig.savefig(out_dir / f"code_relevance_{target}.png", dpi=110)
-    plt.close(fig)
-    order = np.argsort(-abs_m)[:top]
-    top_units = []
-    for u in order:
-        cs = {n: _num(corr[n][u]) for n in names}
-        top_units.append({"unit": int(u), "abs_mean": float(abs_m[u]), "signed_mean": float(signed_m[u]),
-                          "types": {t: float(type_mean[u, k]) for k, t in enumerate(FEATURE_TYPES)},
-                          "correlations": cs})
-    dead = int(np.sum(np.all(r_code == 0, axis=0)))
-    return {"top_units": top_units, "units_without_relevance": dead}
-
-
 # -- the stage -----------------------------------------------------------------------------------
 def run_stage(params_path: str | Path = "params.yaml", features: str | Path = "data/features",
               folds_path: str | Path = "data/folds.parquet", models_dir: str | Path = "models",
-              table: str | Path = "data/qm9.parquet",
+              table: str | Path = "data/qm9.parquet", beta_data: str | Path = "data/beta",
               metrics: Path = METRICS, combined_metrics: Path = COMBINED_METRICS, plots: Path = PLOTS,
               model_path: Path | None = None, log: Any = print) -> dict[str, Any]:
-    """Run the whole stage (module docstring) and return the metrics of ``metrics/autoencoder.json``."""
+    """Run the whole stage (module docstring) and return the metrics of ``metrics/autoencoder.json``
+    (``beta_data``: the beta molecules' folder, for the combined beta model)."""
     p = AutoencoderParams.load(params_path)
     from qmlrp.features.store import FeatureStore
     from qmlrp.io import write_json
@@ -502,74 +424,12 @@ def run_stage(params_path: str | Path = "params.yaml", features: str | Path = "d
     dist_text = ", ".join(f"{k} {v:.3f}" for k, v in domain["auroc_heldout_vs_distorted"].items())
     log(f"autoencoder: AUROC held-out vs {dist_text}; vs outside {domain['auroc_heldout_vs_outside']:.3f}")
 
-    combined = run_combined(p, store, train, test, model, model_path, models_dir, plots, Path(table), log)
+    from qmlrp.training.combined import run_combined
+
+    combined = run_combined(p, store, train, test, model, model_path, models_dir, plots, Path(table), log,
+                            beta_data=Path(beta_data))
     write_json(combined, combined_metrics)
     return result
-
-
-def run_combined(p: AutoencoderParams, store: Any, train: np.ndarray, test: np.ndarray, model: Any,
-                 model_path: Path, models_dir: Path, plots: Path, table: Path, log: Any = print) -> dict[str, Any]:
-    """Combined-model MAEs (plain / frozen / fine-tuned) and the code LRP for each present target."""
-    from qmlrp.features.dense import flatten
-    from qmlrp.models.io import load_model
-    from qmlrp.models.io import model_path as weave_path
-    from qmlrp.models.autoencoder import column_types
-    from qmlrp.relevance.code import correlations, descriptors, explain_code
-    from qmlrp.relevance.model_lrp import ModelLRP
-    from qmlrp.relevance.rules import STABLE_LAYERS, get_rule, resolve_rules
-    from qmlrp.training.config import get_target
-    from qmlrp.training.data import load_targets
-
-    out: dict[str, Any] = {"fold": p.fold, "targets": {}, "skipped": {}}
-    rule = get_rule(p.lrp_rule, p.lrp_epsilon)
-    weave_rules = resolve_rules([p.lrp_rule], p.lrp_epsilon, stabilise=STABLE_LAYERS)[p.lrp_rule]
-    types = column_types()
-    for name in p.targets:
-        path = weave_path(models_dir, name, p.fold)
-        if not path.exists():
-            out["skipped"][name] = f"no trained model {path}"
-            log(f"autoencoder: {name}: skipped (no {path})")
-            continue
-        target = get_target(name)
-        if target.n_outputs != 1 or target.dataset != "qm9":
-            out["skipped"][name] = "vector targets and the beta dataset are not combined yet"
-            continue
-        y = load_targets(store, table, target)
-        weave = load_model(path)
-        plain, _ = combined_mae(model, weave, store, test, y, use_autoencoder=False)
-        frozen, _ = combined_mae(model, weave, store, test, y)
-        t0 = time.time()
-        tuned_ae = finetune(model_path, weave, store, train, y, p)
-        tuned, _ = combined_mae(tuned_ae, weave, store, test, y)
-        entry = {"units": target.units, "test_molecules": int(test.size), "mae_plain": plain, "mae_frozen": frozen,
-                 "mae_finetuned": tuned, "finetune_epochs": p.finetune_epochs,
-                 "finetune_seconds": round(time.time() - t0, 1)}
-        log(f"autoencoder: {name}: test MAE plain {plain:.4g}, frozen {frozen:.4g}, fine-tuned {tuned:.4g} "
-            f"{target.units}")
-        # LRP on the code of the frozen combined model
-        lrp = ModelLRP(load_model(path))
-        chosen = test if p.lrp_molecules is None else test[: p.lrp_molecules]
-        parts = []
-        desc: dict[str, list[np.ndarray]] = {}
-        for s in range(0, len(chosen), 64):
-            pos = chosen[s : s + 64]
-            batch = store.batch(pos)
-            parts.append(explain_code(model, lrp, batch, flatten(batch), store.n_atoms[pos], weave_rules, rule, types))
-            for k, v in descriptors(batch).items():
-                desc.setdefault(k, []).append(v)
-        r_code = np.concatenate([e.r_code for e in parts])
-        code = np.concatenate([e.code for e in parts])
-        unit_types = np.concatenate([e.unit_types for e in parts])
-        cons = np.concatenate([e.conservation_error() for e in parts])
-        output = np.concatenate([e.output for e in parts])
-        corr = correlations(code, {k: np.concatenate(v) for k, v in desc.items()})
-        summary = write_code_relevance(name, target.units, r_code, unit_types, corr, plots)
-        entry["code_lrp"] = {"rule": p.lrp_rule, "epsilon": p.lrp_epsilon, "molecules": int(len(chosen)),
-                             "max_conservation_error": float(cons.max()),
-                             "mean_code_share": float(np.mean(r_code.sum(1) / output)),
-                             **summary}
-        out["targets"][name] = entry
-    return out
 
 
 def flag_out_of_domain(predictions: Sequence[Any], featurized: Sequence[Any], models_dir: str | Path) -> None:
