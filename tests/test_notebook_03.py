@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.notebook_run import run_notebook
 
 
 def test_notebook_03_runs() -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(REPO / "notebooks" / "03_frequencies_and_beta.ipynb", as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(REPO)}})
-    client.execute()
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs) + "".join(
-        o.get("data", {}).get("text/plain", "") for o in outputs)
+    outputs, text = run_notebook("03_frequencies_and_beta.ipynb")
     # every listed mode count is 3N-6, or 3N-5 for linear molecules
     match = re.search(r"3N-5 when linear\): (\d+) of (\d+)", text)
     assert match and match.group(1) == match.group(2)

@@ -278,15 +278,8 @@ def test_predict_hook_flags_beyond_threshold(small_data, tmp_path) -> None:
 
 
 def test_notebook_04_runs() -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    repo = Path(__file__).resolve().parents[2]
-    notebook = nbformat.read(repo / "notebooks" / "04_autoencoder.ipynb", as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(repo)}})
-    client.execute()
-    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs)
+    from tests.notebook_run import run_notebook
+
+    _, text = run_notebook("04_autoencoder.ipynb")
     assert "decoder kernel is the encoder kernel: True" in text
     assert "max conservation error" in text and "AUROC held-out" in text
