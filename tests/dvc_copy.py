@@ -27,8 +27,15 @@ def run(cmd: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-def make_copy(tmp_path: Path, update_params: Callable[[dict[str, Any]], None], remote: Path | None = None) -> Path:
-    """Copy the pipeline into ``tmp_path/repo``, edit its params, ``git init`` and commit it."""
+BETA_STAGES = ("label_beta", "beta_data", "beta_learning_curve", "train_beta", "explain_beta", "compare_explanations",
+               "autoencoder")
+"""Stages that need the published labels (``labels/``, not copied) or the beta models."""
+
+
+def make_copy(tmp_path: Path, update_params: Callable[[dict[str, Any]], None], remote: Path | None = None,
+              drop_stages: tuple[str, ...] = ()) -> Path:
+    """Copy the pipeline into ``tmp_path/repo``, edit its params, drop ``drop_stages`` from its
+    ``dvc.yaml``, ``git init`` and commit it."""
     repo = tmp_path / "repo"
     for name in COPY:
         source, target = REPO / name, repo / name
@@ -37,6 +44,11 @@ def make_copy(tmp_path: Path, update_params: Callable[[dict[str, Any]], None], r
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy(source, target)
+    if drop_stages:
+        pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+        for name in drop_stages:
+            del pipeline["stages"][name]
+        (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     update_params(params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -90,6 +90,11 @@ def register(app: typer.Typer) -> None:
         metrics = evaluate(params, results_dir, metrics_file, plots_dir)
         for name, m in metrics.items():
             if isinstance(m, dict) and "mae_mean" in m:
-                verdict = "" if "pass" not in m else (" PASS" if m["pass"] else " FAIL") + f" (<= {m['threshold']:g})"
+                bars = []
+                if "threshold" in m:
+                    bars.append(f"<= {m['threshold']:g}")
+                if "mad_threshold" in m:
+                    bars.append(f"MAE/MAD {m['mae_over_mad']:.2f} <= {m['mad_threshold']:g}")
+                verdict = "" if "pass" not in m else (" PASS" if m["pass"] else " FAIL") + f" ({'; '.join(bars)})"
                 typer.echo(f"{name}: test MAE {m['mae_mean']:.5g} ± {m['mae_sd']:.2g} {m['units']} "
                            f"over {m['n_folds']} folds{verdict}")
