@@ -27,11 +27,13 @@ def register(app: typer.Typer) -> None:
 
         use_jax_backend()
         from qmlrp.training.config import get_target
+        from qmlrp.training.dataset_config import target_config
         from qmlrp.training.train import train_fold
 
         table, features, folds = paths.dataset_paths(get_target(target).dataset)
         s = train_fold(target, fold, params_path=params, features=features, table=table, folds_path=folds,
-                       models_dir=models_dir, results_dir=results_dir, live_dir=live_dir)
+                       models_dir=models_dir, results_dir=results_dir, live_dir=live_dir,
+                       config=target_config(target, params))
         typer.echo(f"train {target} fold {fold}: test MAE {s['test_mae']:.5g} {s['units']} "
                    f"(best epoch {s['best_epoch']} of {s['epochs_run']}, {s['fit_seconds']:.0f} s) -> {s['model']}")
 

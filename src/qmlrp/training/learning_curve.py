@@ -98,11 +98,12 @@ def learning_curve(
     """
     from qmlrp.features.store import FeatureStore
     from qmlrp.params import parse_section, stage_params
-    from qmlrp.training.config import TrainConfig, get_target
+    from qmlrp.training.config import get_target
+    from qmlrp.training.dataset_config import target_config
     from qmlrp.training.engine import fit
     from qmlrp.training.train import fold_run, predict_positions
 
-    config = TrainConfig.load(params_path)
+    config = target_config(target_name, params_path)
     curve = parse_section(LearningCurveParams, "beta_learning_curve", stage_params("beta_learning_curve", params_path))
     target = get_target(target_name)
     table, features, folds_path = data or dataset_paths(target.dataset)
