@@ -64,7 +64,8 @@ def tiny_beta(tmp_path_factory) -> tuple[Path, dict[int, float]]:
 def test_learning_curve_end_to_end(tiny_beta):
     root, labels = tiny_beta
     params = yaml.safe_load(REPO_PARAMS.read_text())
-    params["train"].update(epochs=1, batch_size=16)
+    params["train"].update(epochs=5, batch_size=16)
+    params["train_beta"] = {"epochs": 1}  # the beta dataset's own section wins over train
     params["beta_learning_curve"] = {"fractions": [0.25, 0.5, 1.0], "folds": [0, 1], "seed": 5}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     data = root / "data" / "beta"
