@@ -40,29 +40,39 @@ def small_data(tmp_path_factory) -> Path:
     return root
 
 
+def run_in_jax(code: str, cwd: Path, timeout: int = 1200) -> None:
+    """Run ``code`` in a fresh Python process whose Keras runs on JAX (the training engine's
+    backend); fail with the end of its stderr unless it exits 0."""
+    import os
+    import subprocess
+    import sys
+
+    script = "from qmlrp.training.backend import use_jax_backend; use_jax_backend()\n" + code
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": "jax"},
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def train_program_in_jax(targets: tuple[str, ...], params: Path, data: Path, out: Path, live: bool) -> None:
+    """``train_program`` of ``targets`` x ``FOLDS`` on ``data`` (features, table, folds) into
+    ``out/{models,results[,dvclive]}``, in a JAX process."""
+    live_dir = repr(str(out / "dvclive")) if live else "None"
+    run_in_jax(
+        "from qmlrp.training.config import TrainConfig\n"
+        "from qmlrp.training.train import train_program\n"
+        f"train_program([(t, f) for t in {targets!r} for f in {FOLDS!r}], TrainConfig.load({str(params)!r}),"
+        f" features={str(data / 'features')!r}, table={str(data / 'qm9.parquet')!r},"
+        f" folds_path={str(data / 'folds.parquet')!r}, models_dir={str(out / 'models')!r},"
+        f" results_dir={str(out / 'results')!r}, live_dir={live_dir}, log=False)\n", out)
+
+
 @pytest.fixture(scope="session")
 def trained(small_data) -> dict:
     """Train alpha and zpve on folds 0 and 1 (2 epochs each) as one program, in a process running
     Keras on JAX (the training engine's backend); returns the run summaries."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    params = small_params(small_data)
-    data = small_data / "data"
-    script = (
-        "from qmlrp.training.backend import use_jax_backend; use_jax_backend()\n"
-        "from qmlrp.training.config import TrainConfig\n"
-        "from qmlrp.training.train import train_program\n"
-        f"train_program([(t, f) for t in ('alpha', 'zpve') for f in {FOLDS!r}], TrainConfig.load({str(params)!r}),"
-        f" features={str(data / 'features')!r}, table={str(data / 'qm9.parquet')!r},"
-        f" folds_path={str(data / 'folds.parquet')!r}, models_dir={str(small_data / 'models')!r},"
-        f" results_dir={str(small_data / 'results')!r}, live_dir={str(small_data / 'dvclive')!r}, log=False)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": "jax"},
-                          capture_output=True, text=True, timeout=1200, cwd=small_data)
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_program_in_jax(("alpha", "zpve"), small_params(small_data), small_data / "data", small_data, live=True)
     return {(t, f): json.loads((small_data / "results" / t / f"fold{f}" / "run.json").read_text())
             for t in ("alpha", "zpve") for f in FOLDS}
 
@@ -76,24 +86,8 @@ def trained_frequencies(small_data) -> Path:
     """``frequencies`` and ``omega1`` on folds 0 and 1 (2 epochs, a small model) trained as the stage
     does (one program per head width), in a JAX process, into ``freq/{models,results}``; returns
     the ``freq`` folder."""
-    import os
-    import subprocess
-    import sys
-
     root = small_data / "freq"
     root.mkdir(exist_ok=True)
     params = small_params(root, targets=["frequencies", "omega1"], model=FREQUENCY_MODEL)
-    data = small_data / "data"
-    script = (
-        "from qmlrp.training.backend import use_jax_backend; use_jax_backend()\n"
-        "from qmlrp.training.config import TrainConfig\n"
-        "from qmlrp.training.train import train_program\n"
-        f"train_program([(t, f) for t in ('frequencies', 'omega1') for f in {FOLDS!r}], TrainConfig.load({str(params)!r}),"
-        f" features={str(data / 'features')!r}, table={str(data / 'qm9.parquet')!r},"
-        f" folds_path={str(data / 'folds.parquet')!r}, models_dir={str(root / 'models')!r},"
-        f" results_dir={str(root / 'results')!r}, live_dir=None, log=False)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": "jax"},
-                          capture_output=True, text=True, timeout=1200, cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_program_in_jax(("frequencies", "omega1"), params, small_data / "data", root, live=False)
     return root

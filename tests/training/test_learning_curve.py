@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ from qmlrp.labels.dataset import BetaDataParams, build_beta_data
 from qmlrp.params import parse_section
 from qmlrp.training.learning_curve import LearningCurveParams, subsample
 from tests.labels.beta_folder import write_labels
+from tests.training.conftest import run_in_jax
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
@@ -69,17 +67,12 @@ def test_learning_curve_end_to_end(tiny_beta):
     params["beta_learning_curve"] = {"fractions": [0.25, 0.5, 1.0], "folds": [0, 1], "seed": 5}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     data = root / "data" / "beta"
-    script = (
+    run_in_jax(
         "from pathlib import Path\n"
-        "from qmlrp.training.backend import use_jax_backend; use_jax_backend()\n"
         "from qmlrp.training.learning_curve import learning_curve\n"
         f"learning_curve('params.yaml', metrics_file='curve.json', table_file='curve.csv', png_file='curve.png',"
         f" data=(Path({str(data / 'qm9.parquet')!r}), Path({str(data / 'features')!r}),"
-        f" Path({str(data / 'folds.parquet')!r})), log=False)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "KERAS_BACKEND": "jax"},
-                          capture_output=True, text=True, timeout=600, cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
+        f" Path({str(data / 'folds.parquet')!r})), log=False)\n", root, timeout=600)
     m = json.loads((root / "curve.json").read_text())
 
     # 33 molecules in 3 folds of 11; the 22 others lose round(0.1 * 22) = 2 to validation: 20 train
