@@ -184,7 +184,7 @@ def profile_bars(profiles: Mapping[str, np.ndarray], boot: Mapping[str, np.ndarr
     ax.set_title(f"{c.subject}: closer to {c.similar} than to {c.control}? (LRP {rule})\n"
                  f"Spearman rho {result['spearman']['with_similar']['value']:.2f} vs "
                  f"{result['spearman']['with_control']['value']:.2f}; delta {d['value']:+.2f} "
-                 f"[{d['p2_5']:+.2f}, {d['p97_5']:+.2f}] (95% bootstrap)")
+                 f"[{d['p2_5']:+.2f}, {d['p97_5']:+.2f}] (95% bootstrap); error bars: bootstrap sd of the means")
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
