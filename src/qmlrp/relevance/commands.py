@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Option(..., "--target", help="alpha | zpve"),
         rule: str = typer.Option("lrp0", "--rule", help="lrp0 | eps | ab10 | ab21 | gamma | zplus"),
         out: Path = typer.Option(Path("explanations"), "--out", help="Folder for the pictures."),
-        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.keras."),
+        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.npz."),
         fold: int = typer.Option(0, "--fold", help="Which fold's model to explain."),
         epsilon: float = typer.Option(0.1, "--epsilon", help="Stabiliser of LRP-eps (pre-activation units)."),
         plain: bool = typer.Option(False, "--plain", help="The rule everywhere (no LRP-eps at the embedding "
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
     def explain_stage_command(
         target: str = typer.Option(..., "--target", help="a trained target (alpha, zpve, frequencies, omega1, beta) | crippen (the ground-truth experiment)"),
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
-        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.keras."),
+        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.npz."),
     ) -> None:
         """DVC stage: relevance summaries, hypothesis test, faithfulness and pictures for one target
         (``--target crippen``: train on Crippen logP and score atom relevance by Kendall's tau)."""

@@ -52,7 +52,7 @@ class Prediction:
 
 
 class Ensemble:
-    """The fold models of each target, loaded from ``models_dir/<target>/fold<k>.keras``.
+    """The fold models of each target, loaded from ``models_dir/<target>/fold<k>.npz``.
 
     ``expected_folds``: the folds every target must have (None: no gaps in 0..the largest fold found).
     Missing folds raise QmlrpError unless ``allow_missing``; :attr:`missing` lists them either way.
@@ -274,7 +274,7 @@ def register(app: typer.Typer) -> None:
         files: list[Path] = typer.Argument(..., help="XYZ (one or more molecules each) or SDF files."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout."),
         out: Path | None = typer.Option(None, "--out", help="Also write the JSON to this file."),
-        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.keras."),
+        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.npz."),
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Its train.folds are the expected models."),
         allow_missing_folds: bool = typer.Option(False, "--allow-missing-folds",
                                                  help="Predict even if some fold models are missing."),
@@ -282,7 +282,8 @@ def register(app: typer.Typer) -> None:
         spectrum: Path | None = typer.Option(None, "--spectrum",
                                              help="Draw the predicted stick spectra (frequencies model) to this PNG."),
     ) -> None:
-        """Predict alpha (bohr^3) and ZPVE (eV) as mean ± sd over the fold models.
+        """Predict every trained target (models/<target>/) as mean ± sd over its fold models: alpha
+        (bohr^3), ZPVE (eV), omega1 and the harmonic frequencies (cm^-1), beta_parallel (a.u.).
 
         Molecules outside the models' domain get one error line each on stderr (exit status 1);
         the others are still predicted. Molecules outside QM9's ranges get a warning line.
