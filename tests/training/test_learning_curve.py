@@ -87,7 +87,22 @@ def test_learning_curve_end_to_end(tiny_beta):
         assert s["mae_mean"] == pytest.approx(np.mean(s["mae_per_fold"]))
         assert s["mae_sd"] == pytest.approx(np.std(s["mae_per_fold"], ddof=1))
         assert s["mae_over_mad"] == pytest.approx(s["mae_mean"] / mad)
+        for ref in ("ridge", "mean"):
+            assert np.isfinite(s[f"{ref}_mae_mean"]) and s[f"{ref}_mae_over_mad"] == pytest.approx(s[f"{ref}_mae_mean"] / mad)
+    # the training-mean reference at the full training set, recomputed from the fold's split
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.training.data import make_split
+
+    store = FeatureStore.open(data / "features")
+    y = np.array([labels[int(i)] for i in store.ids])
+    expected = []
+    for fold in (0, 1):
+        split = make_split(store, data / "folds.parquet", fold, params["train"]["validation_fraction"],
+                           params["train"]["seed"], None)
+        expected.append(np.mean(np.abs(y[split.train].mean() - y[split.test])))
+    assert m["sizes"][-1]["mean_mae_mean"] == pytest.approx(np.mean(expected))
     table = pd.read_csv(root / "curve.csv")
+    assert {"ridge_mae_mean", "mean_mae_mean", "ridge_mae_over_mad"} <= set(table.columns)
     assert table["n_train"].tolist() == [5, 10, 20] and table["mae_mean"].tolist() == pytest.approx(
         [s["mae_mean"] for s in m["sizes"]])
     assert (root / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,9 +9,15 @@ validation and test molecules are the fold's own at every size. All models of th
 as one program by :func:`qmlrp.training.engine.fit`; every other training choice (epochs, schedule,
 architecture, ...) is the ``train`` section's.
 
+Two reference models are fitted on every split of the curve (same training, validation and test
+molecules): ridge regression on Morgan count fingerprints (:mod:`qmlrp.training.baselines`, penalty
+chosen on the validation molecules) and the training-set mean. They tell whether a Weave model at
+MAE ≈ MAD fails for want of labels (the references fail too) or by itself (the ridge does better).
+
 Outputs: ``metrics/beta_learning_curve.json`` (per size: n_train, MAE mean ± sd over folds,
-MAE/MAD), ``plots/beta/learning_curve.csv`` and ``plots/beta/learning_curve.png`` (log-log MAE
-against n_train with the labels' MAD and the bar 0.3 × MAD). MAD is the mean absolute deviation of
+MAE/MAD, the same for ``ridge_`` and ``mean_``), ``plots/beta/learning_curve.csv`` and
+``plots/beta/learning_curve.png`` (log-log MAE against n_train, the three models, the labels' MAD and
+the bar 0.3 × MAD). MAD is the mean absolute deviation of
 the data set's labels from their mean (all its molecules), as in ``metrics/beta_data.json``.
 """
 
@@ -29,10 +35,14 @@ import pandas as pd
 from qmlrp.errors import QmlrpError
 from qmlrp.io import write_csv, write_json
 from qmlrp.paths import METRICS, dataset_paths
+from qmlrp.training.baselines import fingerprint_matrix, fit_ridge
 
 CURVE_METRICS = METRICS / "beta_learning_curve.json"
 CURVE_TABLE = Path("plots/beta/learning_curve.csv")
 CURVE_PNG = Path("plots/beta/learning_curve.png")
+REFERENCES = {"ridge": "ridge on Morgan count fingerprints (same splits)",
+              "mean": "training-set mean (same splits)"}
+"""Reference models trained on every split of the curve, besides the Weave model."""
 MAD_BAR = 0.3
 """The β model's bar: test MAE ≤ ``MAD_BAR`` × MAD of the labels."""
 
@@ -119,11 +129,17 @@ def learning_curve(
             planned.append((fraction, fold, replace(run, name=f"{run.name}/n{train.size}", train=train,
                                                     metadata=metadata), split.test))
     results = fit(store, [p[2] for p in planned], config, log=log)
+    smiles = pd.read_parquet(table, columns=["id", "smiles"]).set_index("id")["smiles"].reindex(store.ids)
+    fingerprints = fingerprint_matrix(smiles.fillna("").tolist())
     rows = []
     for (fraction, fold, run, test), result in zip(planned, results):
         pred = predict_positions(result.model, store, test, 256)
+        ridge = fit_ridge(fingerprints, run.y, run.train, run.validation)
         rows.append({"fraction": float(fraction), "fold": int(fold), "n_train": int(run.train.size),
                      "n_test": int(test.size), "test_mae": float(np.mean(np.abs(pred - run.y[test]))),
+                     "ridge_mae": float(np.mean(np.abs(ridge.predict(fingerprints[test]) - run.y[test]))),
+                     "ridge_penalty": ridge.penalty,
+                     "mean_mae": float(np.mean(np.abs(np.mean(run.y[run.train]) - run.y[test]))),
                      "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs_run)})
     per_model = pd.DataFrame(rows)
 
@@ -134,10 +150,16 @@ def learning_curve(
         group = per_model[per_model["fraction"] == float(fraction)].sort_values("fold")
         maes = group["test_mae"].tolist()
         mean = float(np.mean(maes))
-        sizes.append({"fraction": float(fraction), "n_train": int(round(group["n_train"].mean())),
-                      "n_train_per_fold": [int(n) for n in group["n_train"]], "mae_mean": mean, "mae_sd": _sd(maes),
-                      "mae_over_mad": mean / mad if mad > 0 else None, "mae_per_fold": maes,
-                      "pass": bool(mean <= MAD_BAR * mad)})
+        entry = {"fraction": float(fraction), "n_train": int(round(group["n_train"].mean())),
+                 "n_train_per_fold": [int(n) for n in group["n_train"]], "mae_mean": mean, "mae_sd": _sd(maes),
+                 "mae_over_mad": mean / mad if mad > 0 else None, "mae_per_fold": maes,
+                 "pass": bool(mean <= MAD_BAR * mad)}
+        for model in REFERENCES:
+            values = group[f"{model}_mae"].tolist()
+            entry[f"{model}_mae_mean"] = float(np.mean(values))
+            entry[f"{model}_mae_sd"] = _sd(values)
+            entry[f"{model}_mae_over_mad"] = float(np.mean(values)) / mad if mad > 0 else None
+        sizes.append(entry)
     metrics: dict[str, Any] = {
         "target": target.name, "column": target.column, "units": target.units,
         "n_molecules": int(len(store.ids)), "label_mad": mad, "mae_bar": MAD_BAR * mad,
@@ -145,8 +167,9 @@ def learning_curve(
         "models_in_program": len(planned), "total_seconds": round(time.perf_counter() - t0, 1),
         "sizes": sizes, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(curve).items()},
     }
-    frame = pd.DataFrame([{k: s[k] for k in ("fraction", "n_train", "mae_mean", "mae_sd", "mae_over_mad")}
-                          for s in sizes])
+    columns = ("fraction", "n_train", "mae_mean", "mae_sd", "mae_over_mad") + tuple(
+        f"{m}_mae_{x}" for m in REFERENCES for x in ("mean", "sd", "over_mad"))
+    frame = pd.DataFrame([{k: s[k] for k in columns} for s in sizes])
     frame["mad"] = mad
     frame["mae_bar"] = MAD_BAR * mad
     write_csv(frame, table_file)
@@ -155,7 +178,8 @@ def learning_curve(
     if log:
         for s in sizes:
             print(f"{target.name} n_train {s['n_train']}: test MAE {s['mae_mean']:.4g} {target.units} "
-                  f"({s['mae_mean'] / mad if mad > 0 else float('nan'):.3g} MAD)", file=sys.stderr)
+                  f"({s['mae_mean'] / mad if mad > 0 else float('nan'):.3g} MAD); fingerprint ridge "
+                  f"{s['ridge_mae_mean']:.4g}, training mean {s['mean_mae_mean']:.4g}", file=sys.stderr)
     return metrics
 
 
@@ -171,8 +195,13 @@ def _curve_png(frame: pd.DataFrame, name: str, units: str, n_folds: int, path: s
     path.parent.mkdir(parents=True, exist_ok=True)
     mad = float(frame["mad"].iloc[0])
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    folds = f"{n_folds} fold{'s' if n_folds > 1 else ''}"
     ax.errorbar(frame["n_train"], frame["mae_mean"], yerr=frame["mae_sd"].fillna(0.0).to_numpy(), marker="o",
-                capsize=3, lw=1.2, label=f"test MAE (mean ± sd, {n_folds} fold{'s' if n_folds > 1 else ''})")
+                capsize=3, lw=1.2, label=f"Weave model (test MAE, mean ± sd over {folds})")
+    for model, style in (("ridge", "s"), ("mean", "^")):
+        if f"{model}_mae_mean" in frame:
+            ax.errorbar(frame["n_train"], frame[f"{model}_mae_mean"], yerr=frame[f"{model}_mae_sd"].fillna(0.0).to_numpy(),
+                        marker=style, capsize=3, lw=1.0, alpha=0.8, label=REFERENCES[model])
     ax.axhline(mad, color="grey", ls="--", lw=1, label=f"MAD of the labels ({mad:.3g} {units})")
     ax.axhline(MAD_BAR * mad, color="tab:red", ls=":", lw=1, label=f"bar {MAD_BAR:g} × MAD ({MAD_BAR * mad:.3g} {units})")
     ax.set_xscale("log")
