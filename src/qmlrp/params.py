@@ -82,7 +82,7 @@ def _coerce(where: str, tp: Any, value: Any) -> Any:
             value = {}
         if not isinstance(value, dict):
             raise QmlrpError(f"{where}: expected a mapping, got {value!r}")
-        return parse_section(tp, where, value)
+        return parse_section(tp, where.removeprefix("params.yaml "), value)  # it adds the prefix again
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise QmlrpError(f"{where}: expected a list, got {value!r}")

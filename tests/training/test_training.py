@@ -31,8 +31,10 @@ def test_repository_params_parse():
         TrainConfig.from_params({**params["train"], "targets": ["gap"]})
     with pytest.raises(QmlrpError, match="train.schedule: 'linear' is not one of 'plateau', 'cosine'"):
         TrainConfig.from_params({**params["train"], "schedule": "linear"})
-    with pytest.raises(QmlrpError, match="train.model: unknown key 'head_unit'"):
+    with pytest.raises(QmlrpError, match=r"^params.yaml train.model: unknown key 'head_unit'"):
         TrainConfig.from_params({**params["train"], "model": {"head_unit": [10]}})
+    with pytest.raises(QmlrpError, match=r"^params.yaml train.model.depth: expected an integer, got 'two'$"):
+        TrainConfig.from_params({**params["train"], "model": {"depth": "two"}})
     assert TrainConfig.from_params({**params["train"], "learning_rate": "1e-3"}).learning_rate == 1e-3
 
 
