@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from qmlrp.errors import QmlrpError
+from qmlrp.figures import saved_figure
 from qmlrp.io import write_csv, write_json
 from qmlrp.training.config import METRICS_FILE, PLOTS, RESULTS, EvaluateConfig, Target, TrainConfig, get_target
 from qmlrp.training.spectra import label_mad, masked_mae, spectrum_scores
@@ -223,87 +224,52 @@ def _protocol_folds(params_path: str | Path) -> int:
 
 
 def _parity_png(frame: pd.DataFrame, name: str, units: str, summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
-    ax.scatter(frame["y_true"], frame["y_pred"], s=3, alpha=0.4, lw=0)
-    lo = float(min(frame["y_true"].min(), frame["y_pred"].min()))
-    hi = float(max(frame["y_true"].max(), frame["y_pred"].max()))
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel(f"{name} reference ({units})")
-    ax.set_ylabel(f"{name} predicted ({units})")
-    ax.set_title(f"{name}: test MAE {summary['mae_mean']:.4g} ± {summary['mae_sd']:.2g} {units} "
-                 f"({summary['n_folds']} folds)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with saved_figure(path, figsize=(4.5, 4.5)) as (fig, ax):
+        ax.scatter(frame["y_true"], frame["y_pred"], s=3, alpha=0.4, lw=0)
+        lo = float(min(frame["y_true"].min(), frame["y_pred"].min()))
+        hi = float(max(frame["y_true"].max(), frame["y_pred"].max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel(f"{name} reference ({units})")
+        ax.set_ylabel(f"{name} predicted ({units})")
+        ax.set_title(f"{name}: test MAE {summary['mae_mean']:.4g} ± {summary['mae_sd']:.2g} {units} "
+                     f"({summary['n_folds']} folds)", fontsize=9)
 
 
 def _curves_png(frame: pd.DataFrame, name: str, units: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for fold, group in frame.groupby("fold"):
-        line = ax.plot(group["epoch"], group["val_mae"], lw=1, label=f"fold {fold}")[0]
-        ax.plot(group["epoch"], group["train_mae"], lw=0.8, ls=":", color=line.get_color())
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"MAE ({units}); solid validation, dotted training")
-    ax.set_title(f"{name} learning curves", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with saved_figure(path, figsize=(6, 4)) as (fig, ax):
+        for fold, group in frame.groupby("fold"):
+            line = ax.plot(group["epoch"], group["val_mae"], lw=1, label=f"fold {fold}")[0]
+            ax.plot(group["epoch"], group["train_mae"], lw=0.8, ls=":", color=line.get_color())
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"MAE ({units}); solid validation, dotted training")
+        ax.set_title(f"{name} learning curves", fontsize=9)
+        ax.legend(fontsize=6, ncol=2)
 
 
 def _per_mode_png(per_mode: pd.DataFrame, name: str, units: str, summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    data = per_mode[per_mode["n"] > 0]
-    ax.bar(data["mode"], data["mae"], width=0.8, color="tab:blue", label="test MAE per mode (all folds)")
-    ax.axhline(float(np.nanmean(data["mae"])), color="k", lw=0.8, ls="--", label="mean over mode indices")
-    ax.set_xlabel("mode index (1 = omega_1, the highest frequency; descending)")
-    ax.set_ylabel(f"MAE ({units})")
-    ax.set_title(f"{name}: MAE per mode index (omega_1: {summary['omega1']:.3g} {units})", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with saved_figure(path, figsize=(7, 4)) as (fig, ax):
+        data = per_mode[per_mode["n"] > 0]
+        ax.bar(data["mode"], data["mae"], width=0.8, color="tab:blue", label="test MAE per mode (all folds)")
+        ax.axhline(float(np.nanmean(data["mae"])), color="k", lw=0.8, ls="--", label="mean over mode indices")
+        ax.set_xlabel("mode index (1 = omega_1, the highest frequency; descending)")
+        ax.set_ylabel(f"MAE ({units})")
+        ax.set_title(f"{name}: MAE per mode index (omega_1: {summary['omega1']:.3g} {units})", fontsize=9)
+        ax.legend(fontsize=7)
 
 
 def _spectra_png(shown: list[tuple[int, np.ndarray, np.ndarray, float, float]], name: str, path: Path) -> None:
     """Mirror plots: reference sticks up, predicted sticks down (unit sticks), per molecule."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(max(len(shown), 1), 1, figsize=(7, 1.9 * max(len(shown), 1)), dpi=120, squeeze=False)
-    for ax, (mol_id, y_true, y_pred, s, w) in zip(axes[:, 0], shown):
-        real = np.isfinite(y_true)
-        ax.vlines(y_true[real], 0, 1, color="tab:blue", lw=1, label="reference (QM9, B3LYP)")
-        ax.vlines(y_pred[real], -1, 0, color="tab:orange", lw=1, label="predicted")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xlim(0, 4000)
-        ax.set_yticks([])
-        ax.set_title(f"id {mol_id}: {int(real.sum())} modes, SIS {s:.3f}, W1 {w:.1f} cm$^{{-1}}$", fontsize=8)
-    axes[-1, 0].set_xlabel("wavenumber (cm$^{-1}$)")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{name}: predicted vs reference stick spectra (unit sticks; test molecules)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    rows = max(len(shown), 1)
+    with saved_figure(path, nrows=rows, ncols=1, figsize=(7, 1.9 * rows), squeeze=False) as (fig, axes):
+        for ax, (mol_id, y_true, y_pred, s, w) in zip(axes[:, 0], shown):
+            real = np.isfinite(y_true)
+            ax.vlines(y_true[real], 0, 1, color="tab:blue", lw=1, label="reference (QM9, B3LYP)")
+            ax.vlines(y_pred[real], -1, 0, color="tab:orange", lw=1, label="predicted")
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_xlim(0, 4000)
+            ax.set_yticks([])
+            ax.set_title(f"id {mol_id}: {int(real.sum())} modes, SIS {s:.3f}, W1 {w:.1f} cm$^{{-1}}$", fontsize=8)
+        axes[-1, 0].set_xlabel("wavenumber (cm$^{-1}$)")
+        axes[0, 0].legend(fontsize=7, loc="upper left")
+        fig.suptitle(f"{name}: predicted vs reference stick spectra (unit sticks; test molecules)", fontsize=9)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from qmlrp.errors import QmlrpError
+from qmlrp.figures import saved_figure
 from qmlrp.io import write_csv, write_json
 from qmlrp.paths import METRICS, dataset_paths
 from qmlrp.training.baselines import fingerprint_matrix, fit_ridge
@@ -185,36 +186,26 @@ def learning_curve(
 
 def _curve_png(frame: pd.DataFrame, name: str, units: str, n_folds: int, path: str | Path) -> None:
     """Log-log MAE (mean ± sd over folds) against n_train, with the MAD and the bar as lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     mad = float(frame["mad"].iloc[0])
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
-    folds = f"{n_folds} fold{'s' if n_folds > 1 else ''}"
-    ax.errorbar(frame["n_train"], frame["mae_mean"], yerr=frame["mae_sd"].fillna(0.0).to_numpy(), marker="o",
-                capsize=3, lw=1.2, label=f"Weave model (test MAE, mean ± sd over {folds})")
-    for model, style in (("ridge", "s"), ("mean", "^")):
-        if f"{model}_mae_mean" in frame:
+    with saved_figure(path, figsize=(5.5, 4)) as (_, ax):
+        folds = f"{n_folds} fold{'s' if n_folds > 1 else ''}"
+        ax.errorbar(frame["n_train"], frame["mae_mean"], yerr=frame["mae_sd"].fillna(0.0).to_numpy(), marker="o",
+                    capsize=3, lw=1.2, label=f"Weave model (test MAE, mean ± sd over {folds})")
+        for model, style in (("ridge", "s"), ("mean", "^")):
             ax.errorbar(frame["n_train"], frame[f"{model}_mae_mean"], yerr=frame[f"{model}_mae_sd"].fillna(0.0).to_numpy(),
                         marker=style, capsize=3, lw=1.0, alpha=0.8, label=REFERENCES[model])
-    ax.axhline(mad, color="grey", ls="--", lw=1, label=f"MAD of the labels ({mad:.3g} {units})")
-    ax.axhline(MAD_BAR * mad, color="tab:red", ls=":", lw=1, label=f"bar {MAD_BAR:g} × MAD ({MAD_BAR * mad:.3g} {units})")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks(frame["n_train"].tolist())
-    ax.set_xlabel("training molecules")
-    ax.set_ylabel(f"{name} test MAE ({units})")
-    ax.set_title(f"{name}: test MAE against training-set size", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        ax.axhline(mad, color="grey", ls="--", lw=1, label=f"MAD of the labels ({mad:.3g} {units})")
+        ax.axhline(MAD_BAR * mad, color="tab:red", ls=":", lw=1, label=f"bar {MAD_BAR:g} × MAD ({MAD_BAR * mad:.3g} {units})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(frame["n_train"].tolist())
+        ax.set_xlabel("training molecules")
+        ax.set_ylabel(f"{name} test MAE ({units})")
+        ax.set_title(f"{name}: test MAE against training-set size", fontsize=10)
+        ax.legend(fontsize=7)
