@@ -94,3 +94,13 @@ def test_killed_save_leaves_no_junk(model, tmp_path) -> None:
     save_model(model, folder / "fold0.npz")
     assert not stale.exists() and alive.exists()
     assert find_models(tmp_path) == {"alpha": [(0, folder / "fold0.npz")]}
+
+
+def test_a_header_that_is_not_a_mapping_is_named(tmp_path) -> None:
+    # a JSON list where the header mapping belongs: one line, not an AttributeError
+    np.savez(tmp_path / "fold0.npz", header=np.frombuffer(b'["names"]', np.uint8))
+    with pytest.raises(QmlrpError, match=r"fold0.npz: (corrupt model file|not a qmlrp model file)"):
+        load_model(tmp_path / "fold0.npz")
+    np.savez(tmp_path / "fold1.npz", header=np.frombuffer(b'{"names": []}', np.uint8))
+    with pytest.raises(QmlrpError, match=r"fold1.npz: not a qmlrp model file \(format None\)"):
+        load_model(tmp_path / "fold1.npz")

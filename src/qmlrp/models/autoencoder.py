@@ -25,9 +25,6 @@ plus float32 arrays, read with ``allow_pickle=False``; a corrupt or foreign file
 
 from __future__ import annotations
 
-import json
-import os
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,7 @@ from qmlrp.features.layout import (
     flat_length,
 )
 from qmlrp.features.pairs import upper_pairs
+from qmlrp.models.weights_file import assign_weights, read_weights_file, write_weights_file
 
 FORMAT = "qmlrp-autoencoder/1"
 CONTINUOUS_ATOM_FEATURES: tuple[int, ...] = (8,)
@@ -307,17 +305,10 @@ def save_autoencoder(model: TiedAutoencoder, path: str | Path) -> None:
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"{path}: the autoencoder is saved as .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "config": asdict(model.config),
               "scaling": None if model.scaling is None else model.scaling.to_json(),
               "metadata": dict(model.metadata), "names": weight_names(model)}
-    arrays = {"header": np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)}
-    for k, w in enumerate(model.weights):
-        arrays[f"w{k:03d}"] = np.asarray(keras.ops.convert_to_numpy(w), np.float32)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
+    write_weights_file(path, header, [np.asarray(keras.ops.convert_to_numpy(w), np.float32) for w in model.weights])
 
 
 def load_autoencoder(path: str | Path) -> TiedAutoencoder:
@@ -325,28 +316,14 @@ def load_autoencoder(path: str | Path) -> TiedAutoencoder:
     path = Path(path)
     if not path.exists():
         raise QmlrpError(f"{path}: autoencoder not found (run `qmlrp autoencoder` first)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode())
-            arrays = [data[f"w{k:03d}"] for k in range(len(header["names"]))]
-    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, json.JSONDecodeError,
-            UnicodeDecodeError) as err:
-        raise QmlrpError(f"{path}: corrupt autoencoder file ({err.__class__.__name__}: {str(err)[:200]})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        fmt = header.get("format") if isinstance(header, dict) else None
-        raise QmlrpError(f"{path}: not a qmlrp autoencoder file (format {fmt!r})")
+    header, arrays = read_weights_file(path, FORMAT, "autoencoder")
     try:
         config = AutoencoderConfig(**header["config"])
         scaling = None if header["scaling"] is None else ColumnScaling.from_json(header["scaling"])
         model = TiedAutoencoder(config, scaling, header.get("metadata"))
     except (TypeError, ValueError, KeyError) as err:
         raise QmlrpError(f"{path}: malformed autoencoder header ({err})") from None
-    if weight_names(model) != header["names"]:
-        raise QmlrpError(f"{path}: weights do not match the architecture in its header")
-    for w, value in zip(model.weights, arrays):
-        if tuple(w.shape) != value.shape:
-            raise QmlrpError(f"{path}: weight {w.path} has shape {value.shape}, expected {tuple(w.shape)}")
-        w.assign(value.astype(np.float32))
+    assign_weights(model.weights, weight_names(model), header["names"], arrays, path)
     return model
 
 

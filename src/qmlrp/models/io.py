@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,13 @@ import numpy as np
 from qmlrp.errors import QmlrpError
 from qmlrp.models.gc import GraphConvModel
 from qmlrp.models.inputs import INPUT_DTYPES, INPUT_SHAPES, MOLECULE_ATOMS_KEY, pad_inputs
+from qmlrp.models.weights_file import (
+    assign_weights,
+    read_weights_file,
+    remove_stale_temporaries,
+    temporary_path,
+    write_weights_file,
+)
 
 MODEL_FILE = re.compile(r"^fold(\d+)\.(npz|keras)$")
 FORMAT = "qmlrp-weights/1"
@@ -29,14 +34,6 @@ def model_path(models_dir: str | Path, target: str, fold: int) -> Path:
     return Path(models_dir) / target / f"fold{int(fold)}.npz"
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Delete ``.<name>.tmp-<pid>.*`` files left by a save that was killed (their process is gone)."""
-    for tmp in folder.glob(".*.tmp-*"):
-        match = re.search(r"\.tmp-(\d+)", tmp.name)
-        if match and int(match.group(1)) != os.getpid() and not Path(f"/proc/{match.group(1)}").exists():
-            tmp.unlink(missing_ok=True)
-
-
 def save_model(model: GraphConvModel, path: str | Path, half: bool = True) -> None:
     """Write ``model`` to ``path`` atomically: weights only, no optimiser state, no code.
 
@@ -47,25 +44,24 @@ def save_model(model: GraphConvModel, path: str | Path, half: bool = True) -> No
     identical file. ``.keras``: Keras' own format (float32, with Keras' zip timestamps).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path.parent)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    if path.suffix == ".keras":
-        model.save(tmp, include_optimizer=False)
-    elif path.suffix == ".npz":
+    if path.suffix == ".npz":
         if "architecture" not in model.metadata:
             raise ValueError("the model's metadata has no 'architecture' (ModelConfig fields) to save with it")
         header = {"format": FORMAT, "config": model.metadata["architecture"], "metadata": model.metadata,
                   "names": [w.path for w in model.weights]}
-        arrays = {"header": np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)}
-        for k, w in enumerate(model.weights):
+        arrays = []
+        for w in model.weights:
             value = np.asarray(keras.ops.convert_to_numpy(w), np.float32)
-            arrays[f"w{k:03d}"] = value.astype(np.float16) if half and value.size >= HALF_MIN_SIZE else value
-        with open(tmp, "wb") as fh:  # np.savez to a handle: a zip whose entries carry a fixed date
-            np.savez(fh, **arrays)
+            arrays.append(value.astype(np.float16) if half and value.size >= HALF_MIN_SIZE else value)
+        write_weights_file(path, header, arrays)
+    elif path.suffix == ".keras":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
+        tmp = temporary_path(path)
+        model.save(tmp, include_optimizer=False)
+        os.replace(tmp, path)
     else:
         raise ValueError(f"{path}: models are saved as .npz (weights) or .keras")
-    os.replace(tmp, path)
 
 
 def load_model(path: str | Path) -> GraphConvModel:
@@ -84,24 +80,12 @@ def load_model(path: str | Path) -> GraphConvModel:
     from qmlrp.models.config import ModelConfig
     from qmlrp.models.gc import build_model
 
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode())
-            arrays = [data[f"w{k:03d}"] for k in range(len(header["names"]))]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise QmlrpError(f"{path}: corrupt model file ({err.__class__.__name__}: {str(err)[:200]})") from None
-    if header.get("format") != FORMAT:
-        raise QmlrpError(f"{path}: not a qmlrp model file (format {header.get('format')!r})")
+    header, arrays = read_weights_file(path, FORMAT, "model")
     try:
         model = build_model(ModelConfig.from_params(header["config"]), metadata=header.get("metadata"))
     except (TypeError, ValueError, KeyError) as err:
         raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
-    if [w.path for w in model.weights] != header["names"]:
-        raise QmlrpError(f"{path}: weights do not match the architecture in its header")
-    for w, value in zip(model.weights, arrays):
-        if tuple(w.shape) != value.shape:
-            raise QmlrpError(f"{path}: weight {w.path} has shape {value.shape}, expected {tuple(w.shape)}")
-        w.assign(value.astype(np.float32))
+    assign_weights(model.weights, [w.path for w in model.weights], header["names"], arrays, path)
     return model
 
 
