@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from qmlrp.errors import QmlrpError
+from qmlrp.figures import saved_figure
 from qmlrp.paths import BETA_DATA
 from qmlrp.training.autoencoder import AutoencoderParams, _num, fold_positions, make_dataset
 from qmlrp.training.spectra import masked_mae
@@ -234,11 +235,6 @@ def write_code_relevance(target: str, units: str, r_code: np.ndarray, unit_types
                          corr: dict[str, np.ndarray], out_dir: Path, top: int = 5) -> dict[str, Any]:
     """Per-unit summaries across molecules (CSV + bar chart with error bars); returns the metrics.
     ``target``: the file name part (target, or ``<target>_<view>``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from qmlrp.models.autoencoder import FEATURE_TYPES
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,17 +257,15 @@ def write_code_relevance(target: str, units: str, r_code: np.ndarray, unit_types
         w.writerow(["unit", *FEATURE_TYPES])
         for u in range(r_code.shape[1]):
             w.writerow([u, *(f"{v:.6g}" for v in type_mean[u])])
-    fig, axes = plt.subplots(2, 1, figsize=(13, 7), sharex=True)
-    x = np.arange(r_code.shape[1])
-    axes[0].bar(x, signed_m, yerr=signed_sd, capsize=1.5, color="tab:blue")
-    axes[0].set_ylabel(f"signed relevance ({units})")
-    axes[1].bar(x, abs_m, yerr=abs_sd, capsize=1.5, color="tab:orange")
-    axes[1].set_ylabel(f"|relevance| ({units})")
-    axes[1].set_xlabel("code unit")
-    fig.suptitle(f"{target}: LRP relevance per code unit, mean ± sd over held-out molecules")
-    fig.tight_layout()
-    fig.savefig(out_dir / f"code_relevance_{target}.png", dpi=110)
-    plt.close(fig)
+    with saved_figure(out_dir / f"code_relevance_{target}.png", nrows=2, figsize=(13, 7), sharex=True,
+                      dpi=110) as (fig, axes):
+        x = np.arange(r_code.shape[1])
+        axes[0].bar(x, signed_m, yerr=signed_sd, capsize=1.5, color="tab:blue")
+        axes[0].set_ylabel(f"signed relevance ({units})")
+        axes[1].bar(x, abs_m, yerr=abs_sd, capsize=1.5, color="tab:orange")
+        axes[1].set_ylabel(f"|relevance| ({units})")
+        axes[1].set_xlabel("code unit")
+        fig.suptitle(f"{target}: LRP relevance per code unit, mean ± sd over held-out molecules")
     order = np.argsort(-abs_m)[:top]
     top_units = []
     for u in order:
