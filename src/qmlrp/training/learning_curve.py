@@ -16,9 +16,9 @@ MAE ≈ MAD fails for want of labels (the references fail too) or by itself (the
 
 Outputs: ``metrics/beta_learning_curve.json`` (per size: n_train, MAE mean ± sd over folds,
 MAE/MAD, the same for ``ridge_`` and ``mean_``), ``plots/beta/learning_curve.csv`` and
-``plots/beta/learning_curve.png`` (log-log MAE against n_train, the three models, the labels' MAD and
-the bar 0.3 × MAD). MAD is the mean absolute deviation of
-the data set's labels from their mean (all its molecules), as in ``metrics/beta_data.json``.
+``plots/beta/learning_curve.png`` (log-log MAE against n_train, the three models, the labels' MAD
+and the bar 0.3 × MAD). MAD is the mean absolute deviation of the data set's labels from their mean
+(all its molecules), as in ``metrics/beta_data.json``.
 """
 
 from __future__ import annotations
@@ -131,7 +131,10 @@ def learning_curve(
                                                     metadata=metadata), split.test))
     results = fit(store, [p[2] for p in planned], config, log=log)
     smiles = pd.read_parquet(table, columns=["id", "smiles"]).set_index("id")["smiles"].reindex(store.ids)
-    fingerprints = fingerprint_matrix(smiles.fillna("").tolist())
+    if smiles.isna().any():
+        raise QmlrpError(f"{table}: no SMILES for featurized molecule id {int(smiles.index[smiles.isna()][0])} "
+                         f"(the fingerprint reference needs one per molecule)")
+    fingerprints = fingerprint_matrix(smiles.tolist())
     rows = []
     for (fraction, fold, run, test), result in zip(planned, results):
         pred = predict_positions(result.model, store, test, 256)
