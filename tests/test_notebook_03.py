@@ -17,5 +17,8 @@ def test_notebook_03_runs() -> None:
     for view in ("omega1", "mode_sum"):  # conservation of both views, float32 with the default composite
         error = re.search(rf"{view} max relative conservation error: ([0-9.e+-]+)", text)
         assert error and float(error.group(1)) <= 1e-4
+    # the beta model beside its two references on the same split
+    assert re.search(r"fold 0 test MAE/MAD: GC [0-9.]+, fingerprint ridge [0-9.]+ \(penalty [0-9.e+]+\), "
+                     r"training mean [0-9.]+", text)
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # per-mode MAE, stick spectra, beta histogram, type profiles
