@@ -164,15 +164,14 @@ print(f"{len(beta_store)} labelled molecules; fold 0 test MAE {np.mean(np.abs(be
     md("""Is a GC at MAE ≈ MAD short of labels, or is it the network? A reference answers: ridge regression on Morgan
 count fingerprints, fitted on the same split (penalty chosen on the validation molecules). The pipeline's
 `beta_learning_curve` stage draws both, and the training-set mean, against the number of labels."""),
-    code("""from qmlrp.training.baselines import fingerprint_matrix, fit_ridge
+    code("""from qmlrp.training.baselines import fingerprint_matrix, reference_maes
 
 smiles = pd.read_parquet(beta_dir / "qm9.parquet", columns=["id", "smiles"]).set_index("id")["smiles"]
 fingerprints = fingerprint_matrix(smiles.reindex(beta_store.ids).tolist())
-ridge = fit_ridge(fingerprints, beta_run.y, beta_run.train, beta_run.validation)
-ridge_mae = float(np.mean(np.abs(ridge.predict(fingerprints[beta_split.test]) - beta_true)))
-mean_mae = float(np.mean(np.abs(beta_run.y[beta_run.train].mean() - beta_true)))
-print(f"fold 0 test MAE/MAD: GC {np.mean(np.abs(beta_pred - beta_true)) / mad:.2f}, fingerprint ridge {ridge_mae / mad:.2f} "
-      f"(penalty {ridge.penalty:g}), training mean {mean_mae / mad:.2f}")"""),
+references = reference_maes(fingerprints, beta_run.y, beta_run.train, beta_run.validation, beta_split.test)
+print(f"fold 0 test MAE/MAD: GC {np.mean(np.abs(beta_pred - beta_true)) / mad:.2f}, "
+      f"fingerprint ridge {references['ridge_mae'] / mad:.2f} (penalty {references['ridge_penalty']:g}), "
+      f"training mean {references['mean_mae'] / mad:.2f}")"""),
     md("""## Explaining the frequency model
 
 LRP explains any linear functional of the outputs. Two views of the joint model: ω₁ (output 0) and the whole

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qmlrp.errors import QmlrpError
-from qmlrp.training.baselines import ELEMENTS, _solve, fingerprint_matrix, fit_ridge
+from qmlrp.training.baselines import ELEMENTS, _solve, fingerprint_matrix, fit_ridge, reference_maes
 
 
 def test_element_counts_and_fingerprint_totals_by_hand():
@@ -57,3 +57,17 @@ def test_ridge_on_noise_chooses_a_large_penalty_and_predicts_near_the_mean():
 def test_ridge_needs_training_and_validation_rows():
     with pytest.raises(QmlrpError, match="needs ≥ 2 training and ≥ 1 validation rows"):
         fit_ridge(np.zeros((3, 2)), np.zeros(3), np.arange(1), np.arange(1, 3))
+
+
+def test_reference_maes_on_an_exact_linear_law_by_hand():
+    # y = 2x + 1 on x = 0..9, trained on x = 0..5. The smallest penalty λ = 0.1 wins; on the standardised
+    # column (Σa² = 6) ridge shrinks the slope by 6 / 6.1, so a test molecule at distance d from the training
+    # mean x̄ = 2.5 is missed by 2 d · 0.1 / 6.1: d = 5.5 and 6.5 give a mean error of 2 · 6 · 0.1 / 6.1.
+    x = np.arange(10, dtype=float)[:, None]
+    y = 2.0 * x[:, 0] + 1.0
+    train, validation, test = np.arange(6), np.array([6, 7]), np.array([8, 9])
+    maes = reference_maes(x, y, train, validation, test)
+    assert maes["ridge_penalty"] == pytest.approx(0.1)
+    assert maes["ridge_mae"] == pytest.approx(2 * 6 * 0.1 / 6.1, rel=1e-9)
+    # training mean of y[0:6] = 2 * 2.5 + 1 = 6; test labels 17 and 19: |6 - 17|, |6 - 19| -> mean 12
+    assert maes["mean_mae"] == 12.0

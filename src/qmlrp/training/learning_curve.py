@@ -36,7 +36,7 @@ from qmlrp.errors import QmlrpError
 from qmlrp.figures import saved_figure
 from qmlrp.io import write_csv, write_json
 from qmlrp.paths import METRICS, dataset_paths
-from qmlrp.training.baselines import fingerprint_matrix, fit_ridge
+from qmlrp.training.baselines import fingerprint_matrix, reference_maes
 
 CURVE_METRICS = METRICS / "beta_learning_curve.json"
 CURVE_TABLE = Path("plots/beta/learning_curve.csv")
@@ -138,12 +138,9 @@ def learning_curve(
     rows = []
     for (fraction, fold, run, test), result in zip(planned, results):
         pred = predict_positions(result.model, store, test, 256)
-        ridge = fit_ridge(fingerprints, run.y, run.train, run.validation)
         rows.append({"fraction": float(fraction), "fold": int(fold), "n_train": int(run.train.size),
                      "n_test": int(test.size), "test_mae": float(np.mean(np.abs(pred - run.y[test]))),
-                     "ridge_mae": float(np.mean(np.abs(ridge.predict(fingerprints[test]) - run.y[test]))),
-                     "ridge_penalty": ridge.penalty,
-                     "mean_mae": float(np.mean(np.abs(np.mean(run.y[run.train]) - run.y[test]))),
+                     **reference_maes(fingerprints, run.y, run.train, run.validation, test),
                      "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs_run)})
     per_model = pd.DataFrame(rows)
 
