@@ -87,8 +87,9 @@ def test_learning_curve_end_to_end(tiny_beta):
         assert s["mae_mean"] == pytest.approx(np.mean(s["mae_per_fold"]))
         assert s["mae_sd"] == pytest.approx(np.std(s["mae_per_fold"], ddof=1))
         assert s["mae_over_mad"] == pytest.approx(s["mae_mean"] / mad)
-        for ref in ("ridge", "mean"):
+        for ref in ("ridge", "krr", "mean"):
             assert np.isfinite(s[f"{ref}_mae_mean"]) and s[f"{ref}_mae_over_mad"] == pytest.approx(s[f"{ref}_mae_mean"] / mad)
+            assert np.isfinite(s[f"control_{ref}_mae_over_mad"]) and s[f"control_{ref}_mae_over_mad"] > 0
     # the training-mean reference at the full training set, recomputed from the fold's split
     from qmlrp.features.store import FeatureStore
     from qmlrp.training.data import make_split
@@ -101,8 +102,19 @@ def test_learning_curve_end_to_end(tiny_beta):
                            params["train"]["seed"], None)
         expected.append(np.mean(np.abs(y[split.train].mean() - y[split.test])))
     assert m["sizes"][-1]["mean_mae_mean"] == pytest.approx(np.mean(expected))
+    # the control target is QM9's α of the same molecules: its training-mean reference, recomputed the same way
+    alpha = pd.read_parquet(data / "qm9.parquet", columns=["id", "alpha_bohr3"]).set_index("id")["alpha_bohr3"]
+    a = alpha.reindex([int(i) for i in store.ids]).to_numpy()
+    assert m["control"]["column"] == "alpha_bohr3" and m["control"]["label_mad"] == pytest.approx(np.mean(np.abs(a - a.mean())))
+    expected_control = []
+    for fold in (0, 1):
+        split = make_split(store, data / "folds.parquet", fold, params["train"]["validation_fraction"],
+                           params["train"]["seed"], None)
+        expected_control.append(np.mean(np.abs(a[split.train].mean() - a[split.test])))
+    assert m["sizes"][-1]["control_mean_mae_over_mad"] == pytest.approx(np.mean(expected_control) / m["control"]["label_mad"])
     table = pd.read_csv(root / "curve.csv")
-    assert {"ridge_mae_mean", "mean_mae_mean", "ridge_mae_over_mad"} <= set(table.columns)
+    assert {"ridge_mae_mean", "krr_mae_mean", "mean_mae_mean", "ridge_mae_over_mad",
+            "control_krr_mae_over_mad"} <= set(table.columns)
     assert table["n_train"].tolist() == [5, 10, 20] and table["mae_mean"].tolist() == pytest.approx(
         [s["mae_mean"] for s in m["sizes"]])
     assert (root / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,19 +1,24 @@
-"""A reference model for small label sets: ridge regression on Morgan count fingerprints.
+"""Reference models for small label sets: ridge on Morgan count fingerprints and kernel ridge on
+Coulomb-matrix eigenvalues.
 
 When a graph network's test MAE sits at the labels' MAD, the question is whether the network or the
-data is at fault. A ridge regression on substructure counts answers it: it has one hyper-parameter,
-no training noise and a closed form, so if it beats the network the network is at fault, and if it
-does not beat the mean either, the labels carry too little learnable structure at this count.
+data is at fault. Two closed-form references answer it, each with a penalty (and a kernel width)
+chosen on the validation molecules and no training noise: if one beats the network the network is at
+fault; if neither beats the mean, the labels carry too little learnable structure at this count.
 
-Features per molecule: RDKit Morgan count fingerprint (radius 2, ``n_bits`` folded bits, hydrogens
-explicit) plus element counts (H, C, N, O, F). Columns are standardised on the training molecules;
-the ridge penalty is chosen from ``LAMBDAS`` by the validation MAE, then the model is that fit.
+* Ridge on topology: per molecule the RDKit Morgan count fingerprint (radius 2, ``n_bits`` folded
+  bits, hydrogens explicit) plus element counts (H, C, N, O, F); columns standardised on the training
+  molecules.
+* Kernel ridge on geometry: the sorted eigenvalues of the Coulomb matrix (Rupp 2012; atomic units,
+  zero-padded to 29), a Laplacian kernel on the standardised eigenvalues. It sees the 3-D structure
+  the fingerprints lack.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +27,13 @@ from qmlrp.errors import QmlrpError
 ELEMENTS = ("H", "C", "N", "O", "F")
 LAMBDAS = tuple(float(x) for x in np.logspace(-1, 5, 13))
 """Ridge penalties tried (on standardised columns), chosen by validation MAE."""
+KERNEL_WIDTHS = (0.1, 0.3, 1.0, 3.0, 10.0)
+"""Laplacian kernel widths tried, in units of the median L1 distance between training molecules."""
+KERNEL_PENALTIES = (1e-3, 1e-2, 1e-1, 1.0)
+"""Kernel-ridge penalties tried (the kernel's diagonal is 1)."""
+BOHR_PER_ANGSTROM = 1.0 / 0.529177210903
+COULOMB_SIZE = 29
+"""Eigenvalues kept per molecule: QM9's largest molecule has 29 atoms."""
 
 
 def fingerprint_matrix(smiles: Sequence[str], radius: int = 2, n_bits: int = 2048) -> np.ndarray:
@@ -93,15 +105,123 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, train: np.ndarray, validation: np.nd
     return best
 
 
-def reference_maes(fingerprints: np.ndarray, y: np.ndarray, train: np.ndarray, validation: np.ndarray,
-                   test: np.ndarray) -> dict[str, float]:
-    """Test MAEs (target units) of the two references on one split.
+def coulomb_eigenvalues(atomic_numbers: Sequence[np.ndarray], coordinates: Sequence[np.ndarray],
+                        size: int = COULOMB_SIZE) -> np.ndarray:
+    """Sorted (descending) Coulomb-matrix eigenvalues, shape ``(n, size)`` float64, zero-padded.
 
-    ``ridge_mae``: :func:`fit_ridge` on ``fingerprints`` (n, d) rows ``train``, λ chosen on ``validation``
-    (``ridge_penalty``); ``mean_mae``: the mean of ``y[train]`` predicted for every test molecule.
+    Per molecule M_ii = Z_i^2.4 / 2 and M_ij = Z_i Z_j / r_ij with r in bohr (Hartree units).
+
+    Args:
+        atomic_numbers: per molecule (N,) integers.
+        coordinates: per molecule positions in Å, (N, 3) or flat (3N,).
+
+    Raises:
+        QmlrpError: a molecule with more than ``size`` atoms, coordinates that do not match its
+            atoms, or two atoms at one position (named by row).
+    """
+    rows = np.zeros((len(atomic_numbers), size))
+    for i, (numbers, positions) in enumerate(zip(atomic_numbers, coordinates)):
+        z = np.asarray(numbers, np.float64).reshape(-1)
+        r = np.asarray(positions, np.float64)
+        if z.size > size or r.size != 3 * z.size:
+            raise QmlrpError(f"coulomb_eigenvalues: row {i} has {z.size} atoms and {r.size} coordinates "
+                             f"(at most {size} atoms, 3 coordinates each)")
+        r = r.reshape(-1, 3) * BOHR_PER_ANGSTROM
+        distance = np.linalg.norm(r[:, None, :] - r[None, :, :], axis=-1)
+        off = ~np.eye(z.size, dtype=bool)
+        if np.any(distance[off] == 0.0):
+            raise QmlrpError(f"coulomb_eigenvalues: row {i} has two atoms at one position")
+        matrix = np.where(off, np.outer(z, z) / np.where(off, distance, 1.0), 0.5 * z**2.4)
+        rows[i, :z.size] = np.sort(np.linalg.eigvalsh(matrix))[::-1]
+    return rows
+
+
+@dataclass(frozen=True)
+class KernelRidgeFit:
+    """A fitted kernel ridge model, Laplacian kernel exp(-|a - b|_1 / width) on standardised columns."""
+
+    basis: np.ndarray     # (m, d) standardised training rows
+    mean: np.ndarray      # (d,)
+    scale: np.ndarray     # (d,) (1 where constant)
+    coefficients: np.ndarray  # (m,)
+    intercept: float      # target units (the training mean)
+    width: float          # kernel width, in standardised L1 units
+    penalty: float
+    validation_mae: float
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions (n,) in target units for rows ``x`` (n, d)."""
+        return _laplacian((x - self.mean) / self.scale, self.basis, self.width) @ self.coefficients + self.intercept
+
+
+def _laplacian(a: np.ndarray, b: np.ndarray, width: float) -> np.ndarray:
+    """(len(a), len(b)) kernel exp(-|a_i - b_j|_1 / width)."""
+    return np.exp(-np.abs(a[:, None, :] - b[None, :, :]).sum(axis=-1) / width)
+
+
+def fit_kernel_ridge(x: np.ndarray, y: np.ndarray, train: np.ndarray, validation: np.ndarray,
+                     widths: Sequence[float] = KERNEL_WIDTHS,
+                     penalties: Sequence[float] = KERNEL_PENALTIES) -> KernelRidgeFit:
+    """Fit on rows ``train`` of ``x`` (n, d) / ``y`` (n,): coefficients (K + λI)⁻¹ (y − ȳ), width
+    (× the median L1 distance between training rows) and λ chosen by the MAE on rows ``validation``."""
+    if train.size < 2 or validation.size < 1:
+        raise QmlrpError(f"fit_kernel_ridge: needs ≥ 2 training and ≥ 1 validation rows, "
+                         f"got {train.size} and {validation.size}")
+    y = np.asarray(y, np.float64)
+    xt, yt = x[train], y[train]
+    mean = xt.mean(axis=0)
+    scale = xt.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    a = (xt - mean) / scale
+    distances = np.abs(a[:, None, :] - a[None, :, :]).sum(axis=-1)
+    median = float(np.median(distances[np.triu_indices(len(a), 1)]))
+    median = median if median > 0 else 1.0
+    intercept = float(yt.mean())
+    best: KernelRidgeFit | None = None
+    for width in widths:
+        kernel = np.exp(-distances / (width * median))
+        for penalty in penalties:
+            coefficients = np.linalg.solve(kernel + penalty * np.eye(len(a)), yt - intercept)
+            fit = KernelRidgeFit(a, mean, scale, coefficients, intercept, float(width * median), float(penalty), np.inf)
+            mae = float(np.mean(np.abs(fit.predict(x[validation]) - y[validation])))
+            if best is None or mae < best.validation_mae:
+                best = replace(fit, validation_mae=mae)
+    assert best is not None
+    return best
+
+
+def reference_inputs(table: str | Path, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(fingerprints (n, 2053), Coulomb eigenvalues (n, 29)) of the molecules ``ids`` (in that order)
+    of the Parquet ``table`` (columns id, smiles, atomic_numbers, coordinates in Å).
+
+    Raises:
+        QmlrpError: a molecule missing from the table or without SMILES (named by id).
+    """
+    import pandas as pd
+
+    frame = pd.read_parquet(table, columns=["id", "smiles", "atomic_numbers", "coordinates"]).set_index("id")
+    frame = frame.reindex([int(i) for i in ids])
+    missing = frame["smiles"].isna()
+    if missing.any():
+        raise QmlrpError(f"{table}: no SMILES for featurized molecule id {int(frame.index[missing][0])} "
+                         f"(the reference models need one per molecule)")
+    return (fingerprint_matrix(frame["smiles"].tolist()),
+            coulomb_eigenvalues(frame["atomic_numbers"].tolist(), frame["coordinates"].tolist()))
+
+
+def reference_maes(fingerprints: np.ndarray, coulomb: np.ndarray, y: np.ndarray, train: np.ndarray,
+                   validation: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    """Test MAEs (target units) of the three references on one split.
+
+    ``ridge_mae``: :func:`fit_ridge` on ``fingerprints`` (n, d) (penalty ``ridge_penalty``);
+    ``krr_mae``: :func:`fit_kernel_ridge` on ``coulomb`` (n, 29); ``mean_mae``: the mean of
+    ``y[train]`` predicted for every test molecule. Penalties and width are chosen on ``validation``.
     """
     y = np.asarray(y, np.float64)
     ridge = fit_ridge(fingerprints, y, train, validation)
+    kernel = fit_kernel_ridge(coulomb, y, train, validation)
     return {"ridge_mae": float(np.mean(np.abs(ridge.predict(fingerprints[test]) - y[test]))),
             "ridge_penalty": ridge.penalty,
+            "krr_mae": float(np.mean(np.abs(kernel.predict(coulomb[test]) - y[test]))),
+            "krr_penalty": kernel.penalty,
             "mean_mae": float(np.mean(np.abs(np.mean(y[train]) - y[test])))}

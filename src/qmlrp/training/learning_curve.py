@@ -9,15 +9,19 @@ validation and test molecules are the fold's own at every size. All models of th
 as one program by :func:`qmlrp.training.engine.fit`; every other training choice (epochs, schedule,
 architecture, ...) is the ``train`` section's.
 
-Two reference models are fitted on every split of the curve (same training, validation and test
-molecules): ridge regression on Morgan count fingerprints (:mod:`qmlrp.training.baselines`, penalty
-chosen on the validation molecules) and the training-set mean. They tell whether a Weave model at
-MAE ≈ MAD fails for want of labels (the references fail too) or by itself (the ridge does better).
+Three reference models are fitted on every split of the curve (same training, validation and test
+molecules; :mod:`qmlrp.training.baselines`, penalties chosen on the validation molecules): ridge
+regression on Morgan count fingerprints (topology), kernel ridge on Coulomb-matrix eigenvalues
+(geometry) and the training-set mean. They tell whether a Weave model at MAE ≈ MAD fails for want of
+labels (the references fail too) or by itself (a reference does better). The same references are
+fitted, on the same splits, to a control target of the same molecules, QM9's α (``alpha_bohr3``): if
+they learn it at this label count, a failure on β∥ belongs to β∥, not to the label count as such.
 
 Outputs: ``metrics/beta_learning_curve.json`` (per size: n_train, MAE mean ± sd over folds,
-MAE/MAD, the same for ``ridge_`` and ``mean_``), ``plots/beta/learning_curve.csv`` and
-``plots/beta/learning_curve.png`` (log-log MAE against n_train, the three models, the labels' MAD
-and the bar 0.3 × MAD). MAD is the mean absolute deviation of the data set's labels from their mean
+MAE/MAD, the same for ``ridge_``, ``krr_`` and ``mean_``, and ``control_<ref>_mae_over_mad``),
+``plots/beta/learning_curve.csv`` and ``plots/beta/learning_curve.png`` (left: log-log MAE against
+n_train, the four models, the labels' MAD and the bar 0.3 × MAD; right: MAE/MAD of the references on
+β∥ and on the control). MAD is the mean absolute deviation of the data set's labels from their mean
 (all its molecules), as in ``metrics/beta_data.json``.
 """
 
@@ -36,14 +40,17 @@ from qmlrp.errors import QmlrpError
 from qmlrp.figures import saved_figure
 from qmlrp.io import write_csv, write_json
 from qmlrp.paths import METRICS, dataset_paths
-from qmlrp.training.baselines import fingerprint_matrix, reference_maes
+from qmlrp.training.baselines import reference_inputs, reference_maes
 
 CURVE_METRICS = METRICS / "beta_learning_curve.json"
 CURVE_TABLE = Path("plots/beta/learning_curve.csv")
 CURVE_PNG = Path("plots/beta/learning_curve.png")
-REFERENCES = {"ridge": "ridge on Morgan count fingerprints (same splits)",
-              "mean": "training-set mean (same splits)"}
-"""Reference models trained on every split of the curve, besides the Weave model."""
+REFERENCES = {"ridge": "ridge on Morgan count fingerprints",
+              "krr": "kernel ridge on Coulomb-matrix eigenvalues",
+              "mean": "training-set mean"}
+"""Reference models trained on every split of the curve (the Weave model's splits), besides it."""
+CONTROL = ("alpha_bohr3", "QM9 α", "a₀³")
+"""(column, name, units) of the control target: the references refitted to it on the same splits."""
 MAD_BAR = 0.3
 """The β model's bar: test MAE ≤ ``MAD_BAR`` × MAD of the labels."""
 
@@ -130,22 +137,26 @@ def learning_curve(
             planned.append((fraction, fold, replace(run, name=f"{run.name}/n{train.size}", train=train,
                                                     metadata=metadata), split.test))
     results = fit(store, [p[2] for p in planned], config, log=log)
-    smiles = pd.read_parquet(table, columns=["id", "smiles"]).set_index("id")["smiles"].reindex(store.ids)
-    if smiles.isna().any():
-        raise QmlrpError(f"{table}: no SMILES for featurized molecule id {int(smiles.index[smiles.isna()][0])} "
-                         f"(the fingerprint reference needs one per molecule)")
-    fingerprints = fingerprint_matrix(smiles.tolist())
+    fingerprints, coulomb = reference_inputs(table, store.ids)
+    control = pd.read_parquet(table, columns=["id", CONTROL[0]]).set_index("id")[CONTROL[0]].reindex(
+        [int(i) for i in store.ids]).to_numpy(np.float64)
+    if not np.all(np.isfinite(control)):
+        raise QmlrpError(f"{table}: no {CONTROL[0]} (the control target) for molecule id "
+                         f"{int(np.asarray(store.ids)[~np.isfinite(control)][0])}")
     rows = []
     for (fraction, fold, run, test), result in zip(planned, results):
         pred = predict_positions(result.model, store, test, 256)
         rows.append({"fraction": float(fraction), "fold": int(fold), "n_train": int(run.train.size),
                      "n_test": int(test.size), "test_mae": float(np.mean(np.abs(pred - run.y[test]))),
-                     **reference_maes(fingerprints, run.y, run.train, run.validation, test),
+                     **reference_maes(fingerprints, coulomb, run.y, run.train, run.validation, test),
+                     **{f"control_{k}": v for k, v in reference_maes(
+                         fingerprints, coulomb, control, run.train, run.validation, test).items()},
                      "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs_run)})
     per_model = pd.DataFrame(rows)
 
     y = planned[0][2].y
     mad = float(np.mean(np.abs(y - np.mean(y))))
+    control_mad = float(np.mean(np.abs(control - np.mean(control))))
     sizes = []
     for fraction in curve.fractions:
         group = per_model[per_model["fraction"] == float(fraction)].sort_values("fold")
@@ -160,16 +171,20 @@ def learning_curve(
             entry[f"{model}_mae_mean"] = float(np.mean(values))
             entry[f"{model}_mae_sd"] = _sd(values)
             entry[f"{model}_mae_over_mad"] = float(np.mean(values)) / mad if mad > 0 else None
+        for model in REFERENCES:
+            entry[f"control_{model}_mae_over_mad"] = float(group[f"control_{model}_mae"].mean()) / control_mad
         sizes.append(entry)
     metrics: dict[str, Any] = {
         "target": target.name, "column": target.column, "units": target.units,
         "n_molecules": int(len(store.ids)), "label_mad": mad, "mae_bar": MAD_BAR * mad,
         "folds": [int(f) for f in curve.folds], "seed": int(curve.seed), "epochs": int(config.epochs),
         "models_in_program": len(planned), "total_seconds": round(time.perf_counter() - t0, 1),
+        "control": {"column": CONTROL[0], "name": CONTROL[1], "units": CONTROL[2], "label_mad": control_mad},
         "sizes": sizes, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(curve).items()},
     }
     columns = ("fraction", "n_train", "mae_mean", "mae_sd", "mae_over_mad") + tuple(
-        f"{m}_mae_{x}" for m in REFERENCES for x in ("mean", "sd", "over_mad"))
+        f"{m}_mae_{x}" for m in REFERENCES for x in ("mean", "sd", "over_mad")) + tuple(
+        f"control_{m}_mae_over_mad" for m in REFERENCES)
     frame = pd.DataFrame([{k: s[k] for k in columns} for s in sizes])
     frame["mad"] = mad
     frame["mae_bar"] = MAD_BAR * mad
@@ -180,22 +195,27 @@ def learning_curve(
         for s in sizes:
             print(f"{target.name} n_train {s['n_train']}: test MAE {s['mae_mean']:.4g} {target.units} "
                   f"({s['mae_mean'] / mad if mad > 0 else float('nan'):.3g} MAD); fingerprint ridge "
-                  f"{s['ridge_mae_mean']:.4g}, training mean {s['mean_mae_mean']:.4g}", file=sys.stderr)
+                  f"{s['ridge_mae_mean']:.4g}, Coulomb kernel ridge {s['krr_mae_mean']:.4g}, training mean "
+                  f"{s['mean_mae_mean']:.4g}; control {CONTROL[1]} (MAE/MAD): ridge "
+                  f"{s['control_ridge_mae_over_mad']:.3g}, kernel ridge {s['control_krr_mae_over_mad']:.3g}",
+                  file=sys.stderr)
     return metrics
 
 
 def _curve_png(frame: pd.DataFrame, name: str, units: str, n_folds: int, path: str | Path) -> None:
-    """Log-log MAE (mean ± sd over folds) against n_train, with the MAD and the bar as lines."""
+    """Left: log-log MAE (mean ± sd over folds) against n_train, with the MAD and the bar as lines.
+    Right: MAE/MAD of the references on the target and on the control target."""
     import matplotlib.ticker
 
     mad = float(frame["mad"].iloc[0])
-    with saved_figure(path, figsize=(5.5, 4)) as (_, ax):
+    markers = {"ridge": "s", "krr": "D", "mean": "^"}
+    with saved_figure(path, figsize=(11, 4.2), ncols=2) as (_, (ax, ratio)):
         folds = f"{n_folds} fold{'s' if n_folds > 1 else ''}"
         ax.errorbar(frame["n_train"], frame["mae_mean"], yerr=frame["mae_sd"].fillna(0.0).to_numpy(), marker="o",
                     capsize=3, lw=1.2, label=f"Weave model (test MAE, mean ± sd over {folds})")
-        for model, style in (("ridge", "s"), ("mean", "^")):
+        for model, style in markers.items():
             ax.errorbar(frame["n_train"], frame[f"{model}_mae_mean"], yerr=frame[f"{model}_mae_sd"].fillna(0.0).to_numpy(),
-                        marker=style, capsize=3, lw=1.0, alpha=0.8, label=REFERENCES[model])
+                        marker=style, capsize=3, lw=1.0, alpha=0.8, label=f"{REFERENCES[model]} (same splits)")
         ax.axhline(mad, color="grey", ls="--", lw=1, label=f"MAD of the labels ({mad:.3g} {units})")
         ax.axhline(MAD_BAR * mad, color="tab:red", ls=":", lw=1, label=f"bar {MAD_BAR:g} × MAD ({MAD_BAR * mad:.3g} {units})")
         ax.set_xscale("log")
@@ -209,3 +229,20 @@ def _curve_png(frame: pd.DataFrame, name: str, units: str, n_folds: int, path: s
         ax.set_ylabel(f"{name} test MAE ({units})")
         ax.set_title(f"{name}: test MAE against training-set size", fontsize=10)
         ax.legend(fontsize=7)
+
+        ratio.plot(frame["n_train"], frame["mae_over_mad"], marker="o", lw=1.2, color="C0", label=f"Weave, {name}")
+        for i, (model, style) in enumerate(markers.items(), start=1):
+            ratio.plot(frame["n_train"], frame[f"{model}_mae_over_mad"], marker=style, lw=1.0, color=f"C{i}",
+                       label=f"{REFERENCES[model]}, {name}")
+            ratio.plot(frame["n_train"], frame[f"control_{model}_mae_over_mad"], marker=style, lw=1.0, ls="--",
+                       color=f"C{i}", mfc="none", label=f"{REFERENCES[model]}, control {CONTROL[1]}")
+        ratio.axhline(MAD_BAR, color="tab:red", ls=":", lw=1, label=f"bar {MAD_BAR:g}")
+        ratio.set_xscale("log")
+        ratio.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ratio.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ratio.set_xticks(frame["n_train"].tolist())
+        ratio.set_ylim(0.0, max(1.2, float(np.nanmax(frame[[c for c in frame.columns if c.endswith("over_mad")]].to_numpy())) * 1.05))
+        ratio.set_xlabel("training molecules")
+        ratio.set_ylabel("test MAE / MAD of the target's labels (1 = the mean)")
+        ratio.set_title(f"{name} against a control target of the same molecules ({CONTROL[1]}, {CONTROL[2]})", fontsize=10)
+        ratio.legend(fontsize=7)
