@@ -203,6 +203,13 @@ def test_explain_stage_deps_cover_every_imported_module(workspace: Path) -> None
     assert "src/qmlrp/relevance/explain.py" in modules and "src/qmlrp/models/gc.py" in modules
     uncovered = [m for m in modules if not any(m == d or m.startswith(d.rstrip("/") + "/") for d in deps)]
     assert not uncovered, f"explain stage imports modules that dvc.yaml does not list as deps: {uncovered}"
+    # every listed file exists, and the modules of other stages are not listed: an edit to the comparison of
+    # explanations, the autoencoder's code relevance or the test oracle must not rerun the explain stages
+    assert all((repo / d).exists() for d in deps if d.startswith(("src/", "pipeline/"))), deps
+    for other_stage_module in ("src/qmlrp/relevance/compare.py", "src/qmlrp/relevance/code.py",
+                               "src/qmlrp/relevance/oracle.py"):
+        assert other_stage_module not in modules
+        assert not any(other_stage_module == d or other_stage_module.startswith(d.rstrip("/") + "/") for d in deps)
     # explain_beta and explain_crippen run the same code on other data: the same source deps
     for stage in ("explain_beta", "explain_crippen"):
         other = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage]["deps"]
