@@ -11,6 +11,8 @@ FEATURIZE_FAILURES = Path("data/featurize_failures.csv")
 FOLDS = Path("data/folds.parquet")
 METRICS = Path("metrics")
 MODELS = Path("models")
+CHECKPOINTS = Path("scratch/checkpoints")
+"""Resumable training state of runs in progress (never versioned)."""
 
 BETA_DATA = Path("data/beta")
 """The beta model's own data: the molecules of the published labels (``labels/beta/<level>``),

@@ -10,7 +10,13 @@ from pathlib import Path
 def use_jax_backend() -> None:
     """Ask for Keras' JAX backend (the training engine's) unless Keras is already loaded, and keep
     JAX's compiled programs in a cache shared by processes (``QMLRP_JAX_CACHE``, default
-    ``~/.cache/qmlrp/jax``): the 20 per-fold runs of the small default compile the same shapes once."""
+    ``~/.cache/qmlrp/jax``): the 20 per-fold runs of the small default compile the same shapes once.
+    Before JAX loads, malloc is told to keep the step's buffers mapped
+    (:func:`qmlrp.training.allocator.keep_freed_memory`)."""
+    from qmlrp.training.allocator import keep_freed_memory
+
+    if "jax" not in sys.modules:
+        keep_freed_memory()
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "jax"
     try:

@@ -21,8 +21,11 @@ def register(app: typer.Typer) -> None:
         models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Where models/<target>/fold<k>.npz go."),
         results_dir: Path = typer.Option(RESULTS, "--results-dir", help="Test predictions and run summaries."),
         live_dir: Path = typer.Option(DVCLIVE, "--live-dir", help="dvclive logs, one directory per run."),
+        checkpoint: Path = typer.Option(None, "--checkpoint",
+                                        help="Resumable state (default scratch/checkpoints/<target>-fold<k>.npz)."),
     ) -> None:
-        """Train the Weave GC model for one target on the nine folds other than FOLD; test on FOLD."""
+        """Train the Weave GC model for one target on the nine folds other than FOLD; test on FOLD.
+        Killed and rerun, it resumes from its checkpoint."""
         from qmlrp.training.backend import use_jax_backend
 
         use_jax_backend()
@@ -33,7 +36,8 @@ def register(app: typer.Typer) -> None:
         table, features, folds = paths.dataset_paths(get_target(target).dataset)
         s = train_fold(target, fold, params_path=params, features=features, table=table, folds_path=folds,
                        models_dir=models_dir, results_dir=results_dir, live_dir=live_dir,
-                       config=target_config(target, params))
+                       config=target_config(target, params),
+                       checkpoint=checkpoint or paths.CHECKPOINTS / f"{target}-fold{fold}.npz")
         typer.echo(f"train {target} fold {fold}: test MAE {s['test_mae']:.5g} {s['units']} "
                    f"(best epoch {s['best_epoch']} of {s['epochs_run']}, {s['fit_seconds']:.0f} s) -> {s['model']}")
 

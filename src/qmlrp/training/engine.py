@@ -103,7 +103,9 @@ def require_jax() -> None:
 
 
 def _fingerprint(runs: Sequence[ModelRun], config: TrainConfig) -> str:
-    text = json.dumps({"config": asdict(config),
+    # what shapes the models' training; not the job list, nor how often a checkpoint is written
+    settings = {k: v for k, v in asdict(config).items() if k not in ("targets", "folds", "checkpoint_minutes")}
+    text = json.dumps({"config": settings,
                        "runs": [[r.name, r.seed, r.schedule, int(r.train.size), int(r.train.sum()), int(r.validation.sum())]
                                 for r in runs]}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -45,6 +45,22 @@ from qmlrp.training.engine import FitResult, ModelRun, fit_grouped
 from qmlrp.training.spectra import masked_mae
 
 
+def code_version() -> dict[str, Any]:
+    """The git commit of the code that runs (``commit``; ``code_modified`` when ``src/`` differs from it),
+    or ``{}`` outside a git checkout."""
+    import subprocess
+
+    src = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
+                                timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True, text=True,
+                               timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": commit, "code_modified": bool(dirty)}
+
+
 def hardware() -> dict[str, Any]:
     """Where a run ran: CPU model and count, accelerator (JAX's view)."""
     import jax
@@ -174,22 +190,25 @@ def train_program(
     log: bool = True,
 ) -> list[dict[str, Any]]:
     """Train every ``(target, fold)`` of ``jobs`` in one program; write each run; the summaries."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     store = FeatureStore.open(features)
     pairs = [fold_run(store, table, folds_path, target, fold, config) for target, fold in jobs]
     runs = [p[0] for p in pairs]
     on_epoch, lives = _live_logger(Path(live_dir) if live_dir is not None else None, runs)
     results = fit_grouped(store, runs, config, checkpoint=checkpoint, on_epoch=on_epoch, log=log)
-    where = hardware()
+    where, version = hardware(), code_version()
     summaries = []
     for (target, fold), result, (run, split) in zip(jobs, results, pairs):
         from qmlrp.models.io import model_path
 
         summary = write_run(result, run, split, store, config, model_path(models_dir, target, fold),
                             Path(results_dir) / target / f"fold{fold}",
-                            {"models_in_program": len(runs), "hardware": where,
-                             "total_seconds": round(time.perf_counter() - t0, 1)})
+                            {"models_in_program": len(runs), "hardware": where, **version,
+                             "total_seconds": round(time.perf_counter() - t0, 1),
+                             "process_cpu_seconds": round(time.process_time() - cpu0, 1)})
         summaries.append(summary)
+    if checkpoint is not None:  # the run is written: a finished program is never resumed
+        Path(checkpoint).unlink(missing_ok=True)
     for live, summary in zip(lives, summaries):
         if live is not None:
             live.summary.update({"test_mae": summary["test_mae"], "best_epoch": summary["best_epoch"]})
@@ -213,11 +232,14 @@ def train_fold(
     live_dir: str | Path | None = DVCLIVE,
     config: TrainConfig | None = None,
     log: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train one model (the per-fold DVC stage of the small default); returns its summary."""
+    """Train one model (the per-fold DVC stage); returns its summary. With ``checkpoint``, the run
+    resumes from it after an interruption (written every ``train.checkpoint_minutes``, removed
+    once the run is written)."""
     config = config or TrainConfig.load(params_path)
     return train_program([(target_name, int(fold))], config, features, table, folds_path, models_dir,
-                         results_dir, live_dir, log=log)[0]
+                         results_dir, live_dir, checkpoint=checkpoint, log=log)[0]
 
 
 def with_overrides(config: TrainConfig, **values: Any) -> TrainConfig:

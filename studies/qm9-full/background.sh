@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Train the study's missing models one at a time, in the background, from a git worktree at a fixed
+# commit, and commit each finished model's record to the main checkout at once.
+#
+#   studies/qm9-full/background.sh WORKTREE CHECKOUT STAGE...    e.g. train@alpha-1 train@zpve-1
+#
+# WORKTREE: `git worktree add --detach WORKTREE <commit>` of CHECKOUT, with the study's data built
+# there (`dvc repro split` in WORKTREE/studies/qm9-full). The job runs WORKTREE's code (PYTHONPATH),
+# so edits in CHECKOUT never reach a running model. Before each model, if CHECKOUT/../study.commit
+# names another commit, WORKTREE moves to it (between models only). Each model is `dvc repro -s
+# STAGE` (resumable: killed and rerun, it continues from scratch/checkpoints/); its model file,
+# results, dvclive logs and dvc.lock entry are then copied to CHECKOUT and committed there alone.
+# A stage whose run.json in CHECKOUT names a commit is done and skipped. nice 19, one model at a time.
+set -uo pipefail
+WT=$(cd "$1" && pwd); MAIN=$(cd "$2" && pwd); shift 2
+STUDY=studies/qm9-full
+VENV=${QMLRP_VENV:-$MAIN/.venv}
+export PATH=$VENV/bin:$PATH PYTHONPATH=$WT/src DVC_NO_ANALYTICS=1
+
+commit_paths() {  # message, paths...: commit only these paths in MAIN (retries while git is busy)
+  local message=$1; shift
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    if git -C "$MAIN" add -- "$@" && git -C "$MAIN" commit -q -m "$message" -- "$@"; then return 0; fi
+    sleep 20
+  done
+  echo "background: could not commit $*" >&2; return 1
+}
+
+merge_lock() {  # copy the lock entries of the given stages from WORKTREE's study lock into MAIN's
+  python - "$WT/$STUDY/dvc.lock" "$MAIN/$STUDY/dvc.lock" "$@" <<'PY'
+import sys, yaml
+src, dst, stages = sys.argv[1], sys.argv[2], sys.argv[3:]
+new = yaml.safe_load(open(src))
+try:
+    old = yaml.safe_load(open(dst)) or {}
+except FileNotFoundError:
+    old = {}
+old.setdefault("schema", new.get("schema", "2.0"))
+old.setdefault("stages", {})
+for s in stages:
+    old["stages"][s] = new["stages"][s]
+old["stages"] = dict(sorted(old["stages"].items(), key=lambda kv: (kv[0].startswith("train@"), kv[0])))
+yaml.safe_dump(old, open(dst, "w"), sort_keys=False)
+PY
+}
+
+for stage in "$@"; do
+  item=${stage#train@}; target=${item%-*}; fold=${item##*-}
+  record=$STUDY/results/$target/fold$fold/run.json
+  if [ -f "$MAIN/$record" ] && grep -q '"commit"' "$MAIN/$record"; then
+    echo "background: $stage is done ($(date -u +%FT%TZ))"; continue
+  fi
+  if [ -f "$MAIN/../study.commit" ]; then
+    want=$(cat "$MAIN/../study.commit")
+    if [ "$(git -C "$WT" rev-parse HEAD)" != "$(git -C "$WT" rev-parse "$want")" ]; then
+      git -C "$WT" checkout -q -f --detach "$want" && echo "background: worktree at $want"
+    fi
+  fi
+  echo "background: $stage starts at $(git -C "$WT" rev-parse --short HEAD) ($(date -u +%FT%TZ))"
+  if ! (cd "$WT/$STUDY" && nice -n 19 dvc repro -s "$stage"); then
+    echo "background: $stage failed ($(date -u +%FT%TZ))" >&2; exit 1
+  fi
+  outs=("models/$target/fold$fold.npz" "results/$target/fold$fold" "dvclive/$target/fold$fold")
+  for out in "${outs[@]}"; do
+    rm -rf "${MAIN:?}/$STUDY/$out"; mkdir -p "$(dirname "$MAIN/$STUDY/$out")"
+    cp -r "$WT/$STUDY/$out" "$MAIN/$STUDY/$out"
+  done
+  merge_lock "$stage"
+  mae=$(python -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['test_mae']:.5g} {r['units']}, {r['epochs_run']} epochs, {r['process_cpu_seconds']/3600:.2f} CPU-h\")" "$WT/$record")
+  commit_paths "full study: $target fold $fold trained (test MAE $mae; dvc repro -s $stage)" \
+    "${outs[@]/#/$STUDY/}" "$STUDY/dvc.lock"
+  echo "background: $stage committed: $mae ($(date -u +%FT%TZ))"
+done
