@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qmlrp.labels.cluster import jobqueue_kwargs, resolve_openblas_coretype, worker_env
+from qmlrp.cluster import jobqueue_kwargs, resolve_openblas_coretype, worker_env
 from qmlrp.labels.config import LabelBetaParams
 from tests.labels.molecules import stage_params
 

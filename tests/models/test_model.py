@@ -149,12 +149,14 @@ def test_overfits_a_tiny_set():
     inputs = batch_to_inputs(batch)
     y = np.random.default_rng(1).normal(0.0, 1.0, (batch.n_molecules, 1)).astype("float32")
     model.input_layer.adapt(batch.atom_features, batch.pair_features)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mae")
+    # a learning rate decayed to 0: the weights settle, so the inference-mode BatchNorm statistics
+    # (a moving average) catch up with them (with a constant rate the inference MAE wanders 0.02-0.09)
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, 300)), loss="mae")
     start = float(np.mean(np.abs(np.asarray(model(inputs, training=False)) - y)))
-    for _ in range(250):
+    for _ in range(300):
         model.train_on_batch(inputs, y)
     end = float(np.mean(np.abs(np.asarray(model(inputs, training=False)) - y)))
-    assert start > 0.5 and end < 0.1 * start, (start, end)
+    assert start > 0.5 and end < 0.01 * start, (start, end)
 
 
 def test_save_load_roundtrip(tmp_path, model):

@@ -159,8 +159,17 @@ def test_evaluate_metrics_and_plots(small_data, trained):
 
 
 def test_evaluate_names_a_missing_run(small_data, trained, tmp_path):
+    """A fold not trained yet (a study trained model by model) is left out and named; the record
+    says it is partial. A target with no trained fold at all is an error naming it."""
     from qmlrp.training.evaluate import evaluate
 
-    params = small_params(tmp_path, folds=[0, 5])
-    with pytest.raises(QmlrpError, match="fold5"):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    params = small_params(tmp_path / "a", folds=[0, 5])
+    metrics = evaluate(params, small_data / "results", tmp_path / "m.json", tmp_path / "plots", make_images=False)
+    assert metrics["protocol"] == {"folds_run": 1, "folds_of_protocol": 10, "complete": False,
+                                   "missing": ["alpha/fold5", "zpve/fold5"]}
+    assert metrics["alpha"]["n_folds"] == 1 and list(metrics["alpha"]["mae_per_fold"]) == ["fold0"]
+    params = small_params(tmp_path / "b", folds=[5, 6])
+    with pytest.raises(QmlrpError, match="alpha: no trained fold"):
         evaluate(params, small_data / "results", tmp_path / "m.json", tmp_path / "plots", make_images=False)

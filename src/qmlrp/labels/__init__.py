@@ -5,7 +5,6 @@
 * :mod:`~qmlrp.labels.records` - label-table schema, Parquet shards, failures, journal.
 * :mod:`~qmlrp.labels.config` - the ``label_beta`` params: one frozen, typed dataclass.
 * :mod:`~qmlrp.labels.selection` - the seeded uniform sample of QM9 to label.
-* :mod:`~qmlrp.labels.cluster` - the Dask client: local, an address, SLURM/PBS (dask-jobqueue).
 * :mod:`~qmlrp.labels.sanity` - geometry and result checks every label passes before it is stored.
 * :mod:`~qmlrp.labels.run` - the ``label_beta`` stage: tasks, journal, shards, metrics.
 * :mod:`~qmlrp.labels.dalton_write` / :mod:`~qmlrp.labels.dalton_read` - DALTON inputs and outputs.

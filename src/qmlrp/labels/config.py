@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from qmlrp.cluster import Jobqueue
 from qmlrp.errors import QmlrpError
 from qmlrp.labels.beta import Level
 from qmlrp.params import DEFAULT_PARAMS, load_params, parse_section
@@ -23,45 +24,6 @@ SECTION = "label_beta"
 
 #: Default label folder: git-tracked, one sub-folder per level of theory (see labels/beta/README.md).
 DEFAULT_OUTPUT = "labels/beta/{level}"
-
-
-@dataclass(frozen=True)
-class Jobqueue:
-    """Batch-job options for ``scheduler: slurm | pbs`` (passed to dask-jobqueue).
-
-    Attributes:
-        jobs: batch jobs to start.
-        cores: cores per job.
-        memory: memory per job, e.g. ``"64GB"`` (``None``: 4 GB per core).
-        walltime: job time limit ``"HH:MM:SS"``.
-        processes: Dask workers per job (``None``: ``cores // threads_per_worker``).
-        queue, account, resource_spec, job_name, interface, python, local_directory,
-            log_directory: passed through to dask-jobqueue when set.
-        job_extra_directives: extra ``#SBATCH``/``#PBS`` lines.
-        job_script_prologue: shell lines run before the worker starts (e.g. ``module load``).
-        worker_extra_args: extra ``dask worker`` arguments.
-    """
-
-    jobs: int = 1
-    cores: int = 1
-    memory: str | None = None
-    walltime: str = "24:00:00"
-    processes: int | None = None
-    queue: str | None = None
-    account: str | None = None
-    resource_spec: str | None = None
-    job_name: str | None = None
-    interface: str | None = None
-    python: str | None = None
-    local_directory: str | None = None
-    log_directory: str | None = None
-    job_extra_directives: tuple[str, ...] = ()
-    job_script_prologue: tuple[str, ...] = ()
-    worker_extra_args: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.jobs < 1 or self.cores < 1 or (self.processes is not None and self.processes < 1):
-            raise ValueError("jobqueue.jobs, cores and processes must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -110,7 +72,7 @@ class LabelBetaParams:
     slug; ``shard_size`` rows per Parquet shard; ``retry_failed`` recomputes recorded failures;
     ``metrics`` JSON.
 
-    Cluster (:mod:`qmlrp.labels.cluster`): ``scheduler`` (local | address | slurm | pbs),
+    Cluster (:mod:`qmlrp.cluster`): ``scheduler`` (local | address | slurm | pbs),
     ``workers`` (local worker processes), ``threads_per_worker``, ``address`` (``tcp://host:port``
     for ``address``), ``jobqueue`` (:class:`Jobqueue`), ``openblas_coretype``, ``max_pending``
     tasks queued at once, ``progress`` bar.

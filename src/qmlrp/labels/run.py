@@ -31,7 +31,7 @@ import pandas as pd
 from qmlrp.errors import QmlrpError
 from qmlrp.labels import records
 from qmlrp.labels.beta import Level, LabelFailure, compute_beta, build_molecule, program_versions
-from qmlrp.labels.cluster import dask_client
+from qmlrp.cluster import dask_client
 from qmlrp.labels.config import LabelBetaParams, Sanity
 from qmlrp.labels.sanity import check_geometry, check_result
 from qmlrp.labels.selection import load_molecules, molecule_tasks, select_molecules

@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
         results_dir: Path = typer.Option(RESULTS, "--results-dir", help="Test predictions and run summaries."),
         live_dir: Path = typer.Option(DVCLIVE, "--live-dir", help="dvclive logs, one directory per run."),
         checkpoint: Path = typer.Option(None, "--checkpoint",
-                                        help="Resumable state (default scratch/checkpoints/<target>-fold<k>.npz)."),
+                                        help="Resumable state (default scratch/checkpoints/<target>-fold<k>/e<epochs>.npz)."),
+        epochs: int = typer.Option(None, "--epochs", help="Override train.epochs (e.g. an epochs-vs-MAE curve)."),
     ) -> None:
         """Train the Weave GC model for one target on the nine folds other than FOLD; test on FOLD.
         Killed and rerun, it resumes from its checkpoint."""
@@ -34,10 +35,19 @@ def register(app: typer.Typer) -> None:
         from qmlrp.training.train import train_fold
 
         table, features, folds = paths.dataset_paths(get_target(target).dataset)
+        config = target_config(target, params)
+        if epochs is not None:
+            from dataclasses import replace
+
+            from qmlrp.errors import QmlrpError
+
+            if epochs < 1:
+                raise QmlrpError(f"--epochs {epochs}: must be >= 1")
+            config = replace(config, epochs=epochs)
+        default_checkpoint = paths.CHECKPOINTS / f"{target}-fold{fold}" / f"e{config.epochs}.npz"
         s = train_fold(target, fold, params_path=params, features=features, table=table, folds_path=folds,
                        models_dir=models_dir, results_dir=results_dir, live_dir=live_dir,
-                       config=target_config(target, params),
-                       checkpoint=checkpoint or paths.CHECKPOINTS / f"{target}-fold{fold}.npz")
+                       config=config, checkpoint=checkpoint or default_checkpoint)
         typer.echo(f"train {target} fold {fold}: test MAE {s['test_mae']:.5g} {s['units']} "
                    f"(best epoch {s['best_epoch']} of {s['epochs_run']}, {s['fit_seconds']:.0f} s) -> {s['model']}")
 
@@ -54,6 +64,21 @@ def register(app: typer.Typer) -> None:
         for s in run_study(params):
             typer.echo(f"{s['run']}: test MAE {s['test_mae']:.5g} {s['units']} (best epoch {s['best_epoch']} of "
                        f"{s['epochs_run']}, {s['stop_reason']})")
+
+    @app.command("train-matrix")
+    def train_matrix_command(
+        stage: list[str] = typer.Option(None, "--stage", help="train@<target>-<fold> (repeatable); default: "
+                                                               "every model dvc status shows as not up to date."),
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (section cluster)."),
+    ) -> None:
+        """Train the train matrix's models on a Dask cluster, one task per model; dvc.lock records each."""
+        from qmlrp.training.matrix import parse_stage, run_matrix
+
+        models = [parse_stage(s) for s in stage] if stage else None
+        outcome = run_matrix(".", params, models, report=typer.echo)
+        failed = [s for s, o in outcome.items() if o != "done"]
+        if failed:
+            raise typer.Exit(code=1)
 
     @app.command("train-crippen")
     def train_crippen_command(

@@ -112,20 +112,30 @@ def evaluate(
     plots_dir: str | Path = PLOTS,
     make_images: bool = True,
 ) -> dict[str, Any]:
-    """Aggregate the train runs listed in ``params.yaml`` (train.targets x train.folds)."""
+    """Aggregate the train runs listed in ``params.yaml`` (train.targets x train.folds).
+
+    A run that is not there yet (no ``run.json``: a study trained model by model) is left out and
+    named in ``protocol.missing``; ``protocol.complete`` is true only when every target has every
+    fold of the split. A target with no run at all is an error."""
     train_config = TrainConfig.load(params_path)
     config = EvaluateConfig.load(params_path)
     results_dir, plots_dir = Path(results_dir), Path(plots_dir)
     metrics: dict[str, Any] = {}
-    for name in (*train_config.targets, *[t for t in config.also if t not in train_config.targets]):
+    names = (*train_config.targets, *[t for t in config.also if t not in train_config.targets])
+    present = {name: tuple(f for f in train_config.folds if (results_dir / name / f"fold{f}" / "run.json").exists())
+               for name in names}
+    missing = [f"{name}/fold{f}" for name in names for f in train_config.folds if f not in present[name]]
+    for name in names:
         target = get_target(name)
+        if not present[name]:
+            raise QmlrpError(f"{results_dir / name}: no trained fold (run `dvc repro train` for {name})")
         if target.n_outputs > 1:
-            metrics[name] = evaluate_vector(target, train_config.folds, results_dir, plots_dir, config, make_images)
+            metrics[name] = evaluate_vector(target, present[name], results_dir, plots_dir, config, make_images)
             continue
         fold_mae: dict[int, float] = {}
         fold_mad: dict[int, float] = {}
         parity, curves = [], []
-        for fold in train_config.folds:
+        for fold in present[name]:
             predictions, history, run = read_run(results_dir, name, fold)
             fold_mae[fold] = masked_mae(predictions["y_pred"].to_numpy(), predictions["y_true"].to_numpy())
             fold_mad[fold] = label_mad(predictions["y_true"].to_numpy())
@@ -151,8 +161,11 @@ def evaluate(
     checked = [m["pass"] for m in metrics.values() if "pass" in m]
     metrics["all_pass"] = bool(checked) and all(checked)
     n_folds = _protocol_folds(params_path)
-    metrics["protocol"] = {"folds_run": len(train_config.folds), "folds_of_protocol": n_folds,
-                           "complete": len(train_config.folds) == n_folds}
+    folds_run = len(set.intersection(*(set(f) for f in present.values())))
+    metrics["protocol"] = {"folds_run": folds_run, "folds_of_protocol": n_folds,
+                           "complete": folds_run == n_folds and not missing}
+    if missing:
+        metrics["protocol"]["missing"] = missing
     write_json(metrics, metrics_file)
     return metrics
 

@@ -1,4 +1,5 @@
-"""Where the molecules run: a ``dask.distributed`` client for the configured scheduler.
+"""Where the work runs: a ``dask.distributed`` client for the configured scheduler (the ``label_beta``
+molecules, the models of a study's ``train`` matrix).
 
 * ``scheduler: local`` - ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)``;
 * ``scheduler: address`` - ``Client(address)`` for a scheduler that is already running
@@ -15,13 +16,63 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
 
 from qmlrp.errors import QmlrpError
-from qmlrp.labels.config import LabelBetaParams
 
-__all__ = ["MALLOC_ENV", "resolve_openblas_coretype", "worker_env", "jobqueue_kwargs",
-           "dask_client"]
+__all__ = ["Jobqueue", "ClusterSettings", "MALLOC_ENV", "resolve_openblas_coretype", "worker_env",
+           "jobqueue_kwargs", "dask_client"]
+
+
+@dataclass(frozen=True)
+class Jobqueue:
+    """Batch-job options for ``scheduler: slurm | pbs`` (passed to dask-jobqueue).
+
+    Attributes:
+        jobs: batch jobs to start.
+        cores: cores per job.
+        memory: memory per job, e.g. ``"64GB"`` (``None``: 4 GB per core).
+        walltime: job time limit ``"HH:MM:SS"``.
+        processes: Dask workers per job (``None``: ``cores // threads_per_worker``).
+        queue, account, resource_spec, job_name, interface, python, local_directory,
+            log_directory: passed through to dask-jobqueue when set.
+        job_extra_directives: extra ``#SBATCH``/``#PBS`` lines.
+        job_script_prologue: shell lines run before the worker starts (e.g. ``module load``).
+        worker_extra_args: extra ``dask worker`` arguments.
+    """
+
+    jobs: int = 1
+    cores: int = 1
+    memory: str | None = None
+    walltime: str = "24:00:00"
+    processes: int | None = None
+    queue: str | None = None
+    account: str | None = None
+    resource_spec: str | None = None
+    job_name: str | None = None
+    interface: str | None = None
+    python: str | None = None
+    local_directory: str | None = None
+    log_directory: str | None = None
+    job_extra_directives: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()
+    worker_extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1 or self.cores < 1 or (self.processes is not None and self.processes < 1):
+            raise ValueError("jobqueue.jobs, cores and processes must be >= 1")
+
+
+class ClusterSettings(Protocol):
+    """What a params section that runs on Dask holds (``label_beta``, a study's ``cluster``)."""
+
+    scheduler: str  # local | address | slurm | pbs
+    workers: int
+    threads_per_worker: int
+    address: str | None
+    jobqueue: Jobqueue
+    openblas_coretype: str | None
 
 
 def resolve_openblas_coretype(value: str | None) -> str | None:
@@ -46,7 +97,7 @@ def resolve_openblas_coretype(value: str | None) -> str | None:
 MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 * 2**20), "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
 
 
-def worker_env(cfg: LabelBetaParams) -> dict[str, str]:
+def worker_env(cfg: ClusterSettings) -> dict[str, str]:
     """Environment of each worker process: thread counts, malloc settings, OpenBLAS core type."""
     t = str(cfg.threads_per_worker)
     env = {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t, **MALLOC_ENV}
@@ -56,7 +107,7 @@ def worker_env(cfg: LabelBetaParams) -> dict[str, str]:
     return env
 
 
-def jobqueue_kwargs(cfg: LabelBetaParams) -> dict[str, Any]:
+def jobqueue_kwargs(cfg: ClusterSettings) -> dict[str, Any]:
     """Keyword arguments for ``dask_jobqueue.SLURMCluster`` / ``PBSCluster``.
 
     Every worker runs one molecule at a time (Dask resource ``slot=1``) with
@@ -106,7 +157,7 @@ def _inherited_env(values: dict[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def dask_client(cfg: LabelBetaParams) -> Iterator[Any]:
+def dask_client(cfg: ClusterSettings) -> Iterator[Any]:
     """A ``distributed.Client`` for the configured scheduler; the cluster is closed on exit.
 
     Raises:
@@ -118,7 +169,7 @@ def dask_client(cfg: LabelBetaParams) -> Iterator[Any]:
         try:
             client = Client(cfg.address, timeout="30s")
         except (OSError, TimeoutError) as err:
-            raise QmlrpError(f"params.yaml label_beta.address: cannot reach Dask scheduler "
+            raise QmlrpError(f"params.yaml address: cannot reach Dask scheduler "
                              f"{cfg.address}: {err}") from None
         try:
             yield client
