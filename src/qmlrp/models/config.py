@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from qmlrp.errors import QmlrpError
 from qmlrp.features.layout import ATOM_FEATURES, N_ATOM_FEATURES, N_PAIR_FEATURES, PAIR_FEATURES
 from qmlrp.params import FieldError
 
@@ -13,8 +15,8 @@ N_GAUSSIANS = 11
 MAX_WEIGHTS = 100_000_000
 """Most weights a model may have (400 MB of float32; the paper's model has 2.9 million): a width
 typed with too many zeros is refused before anything is allocated."""
-MAX_OUTPUTS = 4096
-"""Widest head a model file may declare (the frequency model has 81 outputs)."""
+MODEL_FORMAT = "qmlrp-weights/1"
+"""``format`` in the header of a Weave model's weights file (:mod:`qmlrp.models.weights_file`)."""
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,27 @@ def _positive_int(key: str, value: Any) -> None:
     if value < 1:
         raise FieldError(key, f"must be at least 1, got {value}")
 
+
+
+def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, Any] | None, list[str], list[Any]]:
+    """``(config, metadata, weight names, arrays)`` of a Weave model's ``.npz`` weights file, checked
+    without Keras (so ``predict`` can check its models before it forks): the file
+    (:func:`~qmlrp.models.weights_file.read_weights_file`: declared array shapes, finite weights),
+    every architecture field, and that the architecture has exactly as many weights as the file holds.
+
+    Raises:
+        QmlrpError: one line naming ``path`` and what is wrong.
+    """
+    from qmlrp.models.weights_file import read_weights_file
+
+    header, arrays = read_weights_file(path, MODEL_FORMAT, "model")
+    try:
+        config = ModelConfig.from_params(header["config"])
+        metadata = header.get("metadata")
+        n_outputs = int((metadata or {}).get("n_outputs", 1))
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
+    declared, present = config.weight_count(n_outputs), sum(int(a.size) for a in arrays)
+    if declared != present:
+        raise QmlrpError(f"{path}: its architecture has {declared:,} weights but the file holds {present:,}")
+    return config, metadata, list(header["names"]), arrays

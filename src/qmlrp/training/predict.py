@@ -109,6 +109,17 @@ def locate_models(models_dir: str | Path, targets: Sequence[str] | None = None,
     return found, missing
 
 
+def check_model_files(found: dict[str, list[tuple[int, Path]]]) -> None:
+    """Read every ``.npz`` model of ``found`` without Keras (before featurizing forks): a corrupt one
+    (bad architecture, shapes the file cannot hold, NaN weights) raises one-line QmlrpError naming it."""
+    from qmlrp.models.config import read_model_file
+
+    for paths in found.values():
+        for _, path in paths:
+            if path.suffix == ".npz":
+                read_model_file(path)
+
+
 def missing_folds(found: dict[str, list[tuple[int, Path]]], expected: Sequence[int] | None) -> dict[str, list[int]]:
     """``{target: [missing folds]}`` for targets that lack some of ``expected`` (None: gaps below the largest)."""
     out = {}
@@ -295,6 +306,7 @@ def register(app: typer.Typer) -> None:
             check_output_file(spectrum, "--spectrum")
         folds = expected_folds(params)
         found, _ = locate_models(models_dir, None, folds, allow_missing_folds)  # fail early, before any work
+        check_model_files(found)
         if spectrum is not None and "frequencies" not in found:
             raise QmlrpError(f"--spectrum: {models_dir} has no frequencies model (run `dvc repro train` for it)")
         featurized, failures = featurize_files(files, quiet=not verbose)  # forks: before TensorFlow loads
