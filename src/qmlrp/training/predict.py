@@ -38,7 +38,7 @@ __all__ = ["Ensemble", "Failure", "Featurized", "MoleculeInput", "Prediction", "
 
 @dataclass
 class Prediction:
-    """One predicted molecule: ``values[target]`` holds mean, sd, units and n_models."""
+    """One predicted molecule: ``values[target]`` holds mean, sd (None from a single model), units and n_models."""
 
     file: str
     name: str
@@ -158,8 +158,8 @@ def predict_featurized(featurized: Sequence[Featurized], ensemble: Ensemble, bat
                 if np.ndim(mean) == 2:  # a vector head: the frequencies, only the molecule's real modes
                     row.values[target] = _modes_value(mean[k], sd[k], m, ensemble.units[target], n_models)
                     continue
-                row.values[target] = {"mean": float(mean[k]), "sd": float(sd[k]), "units": ensemble.units[target],
-                                      "n_models": n_models}
+                row.values[target] = {"mean": float(mean[k]), "sd": float(sd[k]) if n_models > 1 else None,
+                                      "units": ensemble.units[target], "n_models": n_models}
             predictions.append(row)
     return predictions
 
@@ -174,7 +174,8 @@ def _modes_value(mean: np.ndarray, sd: np.ndarray, molecule: MoleculeInput, unit
     k = n_modes(int(molecule.atomic_numbers.size), linear)
     if k > mean.size:
         raise QmlrpError(f"{molecule.file} [{molecule.name}]: {k} modes, more than the model's {mean.size} outputs")
-    return {"mean": [float(v) for v in mean[:k]], "sd": [float(v) for v in sd[:k]], "units": units,
+    return {"mean": [float(v) for v in mean[:k]], "sd": [float(v) for v in sd[:k]] if n_models > 1 else None,
+            "units": units,
             "n_models": n_models, "n_modes": k, "linear": linear}
 
 
@@ -185,14 +186,15 @@ def vector_targets(predictions: Sequence[Prediction], targets: Sequence[str]) ->
 
 def format_modes(predictions: Sequence[Prediction], target: str) -> str:
     """One block per molecule: ``name: frequencies (cm^-1, 3N-6 = 9 modes, highest first, 10 models)``
-    and the ``mean ± sd`` values (cm^-1, one decimal), six per line."""
+    and the ``mean ± sd`` values (cm^-1, one decimal; the mean alone from one model), six per line."""
     lines = []
     for p in predictions:
         v = p.values[target]
         rule = "3N-5, linear" if v["linear"] else "3N-6"
         models = f"{v['n_models']} model{'s' if v['n_models'] != 1 else ''}"
         lines.append(f"{p.name}: {target} ({v['units']}, {rule} = {v['n_modes']} modes, highest first, {models})")
-        cells = [f"{m:7.1f} ± {s:5.1f}" for m, s in zip(v["mean"], v["sd"])]
+        cells = ([f"{m:7.1f}" for m in v["mean"]] if v["sd"] is None
+                 else [f"{m:7.1f} ± {s:5.1f}" for m, s in zip(v["mean"], v["sd"])])
         lines += ["  " + "  ".join(cells[i:i + 6]) for i in range(0, len(cells), 6)]
     return "\n".join(lines)
 
@@ -250,7 +252,11 @@ def format_table(predictions: Sequence[Prediction], targets: Sequence[str], unit
 
 
 def _pm(value: dict[str, Any]) -> str:
+    """``mean ± sd`` with digits to the sd's second significant figure; the mean alone (4 decimals)
+    from a single model, which has no spread."""
     mean, sd = value["mean"], value["sd"]
+    if sd is None:
+        return f"{mean:.4f}"
     digits = max(1, 3 - int(np.floor(np.log10(abs(sd))))) if sd > 0 else 4
     digits = min(digits, 6)
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
