@@ -118,12 +118,11 @@ def make_split(
 ) -> Split:
     """Train/validation/test positions for ``fold`` from ``data/folds.parquet`` (columns id, fold);
     a missing, truncated or inconsistent file (an id listed twice) raises one-line QmlrpError."""
-    from qmlrp.data.split import read_folds
-
     folds_path = Path(folds_path)
     if not 0.0 < validation_fraction < 1.0:
         raise QmlrpError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    ids, fold_values = read_folds(folds_path)
+    table = read_parquet(folds_path, ["id", "fold"], hint="run `dvc repro split`")
+    ids, fold_values = table.column("id").to_numpy(), table.column("fold").to_numpy()
     if not np.issubdtype(fold_values.dtype, np.integer):
         raise QmlrpError(f"{folds_path}: column 'fold' holds {fold_values.dtype} values (nulls?), expected integers")
     folds = pd.Series(fold_values, index=ids)
