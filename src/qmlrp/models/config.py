@@ -1,4 +1,5 @@
-"""Architecture hyper-parameters of the Weave model (no Keras import: cheap to load)."""
+"""Architecture hyper-parameters of the Weave model and the checked reading of its weights file (no Keras
+import: cheap to load, and safe before `predict` forks)."""
 
 from __future__ import annotations
 
