@@ -65,3 +65,27 @@ def test_predict_is_registered_once_from_the_predict_module():
     assert len(commands) == 1 and commands[0].callback.__module__ == "qmlrp.training.predict"
     names = [c.name for c in cli.app.registered_commands]
     assert len(names) == len(set(names))
+
+
+def params_with(tmp_path: Path, old: str, new: str) -> Path:
+    """The repository's params.yaml with the line ``old`` replaced by ``new`` (``old`` must occur once)."""
+    text = (REPO / "params.yaml").read_text()
+    assert text.count(old) == 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_train_refuses_a_bad_model_section_in_one_line(tmp_path):
+    params_with(tmp_path, "    depth: 2\n", "    depth: -1\n")
+    result = qmlrp("train", "--target", "alpha", "--fold", "0", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (2, "error: params.yaml train.model.depth: must be at least 1, got -1\n")
+
+
+def test_duplicated_key_is_refused_in_every_reader(tmp_path):
+    path = params_with(tmp_path, "  epochs: 10 ", "  epochs: 3\n  epochs: 10 ")
+    line = next(k for k, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("  epochs: 3"))
+    expected = f"error: params.yaml: key 'train.epochs' is given twice (lines {line} and {line + 1}); keep one\n"
+    for command in (["train", "--target", "alpha", "--fold", "0"], ["split"]):
+        result = qmlrp(*command, cwd=tmp_path)
+        assert (result.returncode, result.stderr) == (2, expected)

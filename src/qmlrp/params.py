@@ -12,13 +12,67 @@ from qmlrp.errors import QmlrpError
 DEFAULT_PARAMS = Path("params.yaml")
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of the YAML document gives the same key twice."""
+
+    def __init__(self, key: str, first_line: int, second_line: int) -> None:
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+        super().__init__(f"key '{key}' is given twice (lines {first_line} and {second_line}); keep one")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently): :class:`DuplicateKeyError` names the key's dotted path and both lines."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._check_unique_keys(node, "", set())
+        return self.construct_document(node)
+
+    def _check_unique_keys(self, node: yaml.Node, where: str, seen: set[int]) -> None:
+        if id(node) in seen:  # an alias to a node already checked
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):  # a complex key: left to the constructor
+                    continue
+                key = self.construct_object(key_node)
+                path = f"{where}.{key}" if where else str(key)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    raise DuplicateKeyError(path, lines[key], line)
+                lines[key] = line
+                self._check_unique_keys(value_node, path, seen)
+        elif isinstance(node, yaml.SequenceNode):
+            for k, item in enumerate(node.value):
+                self._check_unique_keys(item, f"{where}[{k}]", seen)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` (:class:`UniqueKeyLoader`); a duplicated key, a syntax error or
+    an unreadable file raises one-line QmlrpError naming ``path``."""
+    try:
+        with path.open() as fh:
+            return yaml.load(fh, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as err:
+        raise QmlrpError(f"{path}: {err}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())
+        raise QmlrpError(f"{path}: cannot read the parameter file: {reason}") from None
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """Return the whole parameter file as a dict."""
+    """Return the whole parameter file as a dict (a key given twice anywhere in it is refused)."""
     path = Path(path)
     if not path.exists():
         raise QmlrpError(f"{path}: parameter file not found (run from the repository root)")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise QmlrpError(f"{path}: expected a mapping of stage sections")
     return data
@@ -120,6 +174,15 @@ def _coerce(where: str, tp: Any, value: Any) -> Any:
 T = typing.TypeVar("T")
 
 
+class FieldError(ValueError):
+    """Raised by a section dataclass's ``__post_init__`` for a value of the right type but out of
+    range: :func:`parse_section` reports it as ``params.yaml <section>.<key>: <reason>``."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key, self.reason = key, reason
+        super().__init__(f"{key}: {reason}")
+
+
 def parse_section(cls: type[T], section: str, values: dict[str, Any] | None) -> T:
     """A frozen dataclass ``cls`` from a params mapping: unknown keys (with the likely intended
     key) and wrong types raise QmlrpError naming ``params.yaml <section>.<key>``; missing keys
@@ -137,5 +200,7 @@ def parse_section(cls: type[T], section: str, values: dict[str, Any] | None) -> 
     checked = {key: _coerce(f"params.yaml {section}.{key}", hints_of[key], value) for key, value in values.items()}
     try:
         return cls(**checked)
+    except FieldError as err:
+        raise QmlrpError(f"params.yaml {section}.{err.key}: {err.reason}") from None
     except (TypeError, ValueError) as err:
         raise QmlrpError(f"params.yaml {section}: {err}") from None

@@ -32,3 +32,24 @@ def test_qm9_comment_with_blank_smiles_line(tmp_path):
     path.write_text("1\ngdb 7 0 0 0\nC 0 0 0\n\n\n\n")
     molecules, failures = read_molecules(path)
     assert failures == [] and molecules[0].smiles is None and molecules[0].atomic_numbers.tolist() == [6]
+
+
+def test_one_unreadable_record_in_a_thousand_costs_only_itself(tmp_path):
+    path = tmp_path / "many.xyz"
+    blocks = [f"1\nmolecule {k}\n{'Xx' if k == 500 else 'C'} 0 0 {k}\n" for k in range(1, 1001)]
+    path.write_text("".join(blocks))
+    molecules, failures = read_molecules(path)
+    assert len(molecules) == 999 and molecules[499].name == "many#501" and molecules[499].record == 501
+    assert [f.line() for f in failures] == [f"error: {path} [many#500]: line 1500: unknown element symbol 'Xx'"]
+    assert failures[0].record == 500
+
+
+def test_a_broken_count_line_keeps_the_records_before_it(tmp_path):
+    path = tmp_path / "cut.xyz"
+    path.write_text("1\na\nC 0 0 0\n2\nb\nO 0 0 0\nC 0 0 x\nseven\nc\nN 0 0 0\n1\nd\nC 0 0 0\n")
+    molecules, failures = read_molecules(path)
+    assert [m.name for m in molecules] == ["cut#1"]
+    assert [f.line() for f in failures] == [
+        f"error: {path} [cut#2]: line 7: bad coordinate",
+        f"error: {path} [cut#3]: line 8: expected the number of atoms, got 'seven' (the rest of the file is not read)",
+    ]

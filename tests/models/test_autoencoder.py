@@ -195,3 +195,24 @@ def test_combined_plain_path_equals_the_ragged_model(model, batch, data) -> None
     a, p = unflatten(expected)
     np.testing.assert_allclose(np.asarray(atoms), np.asarray(a), atol=1e-5)
     np.testing.assert_allclose(np.asarray(pairs), np.asarray(p), atol=1e-5)
+
+
+def test_huge_or_non_finite_autoencoder_files_are_refused(model, tmp_path) -> None:
+    """The default DAE has 5887*136 + 136 + 136*68 + 68 + 136 + 5887 = 816,107 weights; a header that
+    declares more (hidden: 10**7) is refused before building, a NaN weight by its name."""
+    from tests.models.test_io import rewritten
+
+    path = tmp_path / "model.npz"
+    save_autoencoder(model, path)
+    wide = rewritten(path, tmp_path / "wide.npz", header=lambda h: h["config"].update(hidden=10**7))
+    with pytest.raises(QmlrpError) as err:
+        load_autoencoder(wide)
+    assert str(err.value) == f"{wide}: its architecture has 59,570,005,955 weights but the file holds 816,107"
+
+    def spoil(header, members):
+        members[f"w{header['names'].index('encoder2/bias'):03d}"][0] = np.nan
+
+    nan = rewritten(path, tmp_path / "nan.npz", arrays=spoil)
+    with pytest.raises(QmlrpError) as err:
+        load_autoencoder(nan)
+    assert str(err.value) == f"{nan}: weight encoder2/bias has 1 NaN and 0 infinite values (of 68): a diverged or damaged model"

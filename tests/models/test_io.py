@@ -76,8 +76,13 @@ def test_wrong_architecture_or_format_is_named(model, tmp_path) -> None:
         load_model(tmp_path / "other.npz")
     np.savez(tmp_path / "bad.npz", **{**arrays, "header": np.frombuffer(
         header.replace('"embedding_width": 16', '"embedding_width": 17').encode(), np.uint8)})
-    with pytest.raises(QmlrpError, match="bad.npz: weight .* has shape"):
+    with pytest.raises(QmlrpError) as err:
         load_model(tmp_path / "bad.npz")
+    assert str(err.value) == f"{tmp_path / 'bad.npz'}: its architecture has 13,650 weights but the file holds 12,933"
+    kernel = next(k for k, a in arrays.items() if a.shape == (8, 8))
+    np.savez(tmp_path / "shape.npz", **{**arrays, kernel: arrays[kernel].reshape(4, 16)})  # same count
+    with pytest.raises(QmlrpError, match=r"shape.npz: weight .* has shape \(4, 16\), expected \(8, 8\)"):
+        load_model(tmp_path / "shape.npz")
     np.savez(tmp_path / "typo.npz", **{**arrays, "header": np.frombuffer(
         header.replace('"embedding_width"', '"embeding_width"').encode(), np.uint8)})
     with pytest.raises(QmlrpError, match="typo.npz: malformed model configuration"):
@@ -99,8 +104,87 @@ def test_killed_save_leaves_no_junk(model, tmp_path) -> None:
 def test_a_header_that_is_not_a_mapping_is_named(tmp_path) -> None:
     # a JSON list where the header mapping belongs (header["names"] is a TypeError): one line, not a traceback
     np.savez(tmp_path / "fold0.npz", header=np.frombuffer(b'["names"]', np.uint8))
-    with pytest.raises(QmlrpError, match=r"fold0.npz: corrupt model file \(TypeError: "):
+    with pytest.raises(QmlrpError, match=r"fold0.npz: not a qmlrp model file \(format None\)"):
         load_model(tmp_path / "fold0.npz")
     np.savez(tmp_path / "fold1.npz", header=np.frombuffer(b'{"names": []}', np.uint8))
     with pytest.raises(QmlrpError, match=r"fold1.npz: not a qmlrp model file \(format None\)"):
         load_model(tmp_path / "fold1.npz")
+
+
+def rewritten(src, dst, header=None, arrays=None):
+    """``src`` saved again as ``dst`` with ``header(dict)`` and ``arrays(header, {member: array})`` applied."""
+    import json
+
+    with np.load(src) as data:
+        members = {k: data[k] for k in data.files}
+    parsed = json.loads(bytes(members["header"]).decode())
+    if header:
+        header(parsed)
+    if arrays:
+        arrays(parsed, members)
+    members["header"] = np.frombuffer(json.dumps(parsed, sort_keys=True).encode(), np.uint8)
+    np.savez(dst, **members)
+    return dst
+
+
+@pytest.mark.parametrize(("value", "count"), [(np.nan, "2 NaN and 0 infinite"), (np.inf, "0 NaN and 2 infinite")])
+def test_non_finite_weights_are_refused_naming_the_array(model, tmp_path, value, count) -> None:
+    save_model(model, tmp_path / "fold0.npz")
+
+    def spoil(header, members):
+        k = header["names"].index("weave_gc/embedding/dense/bias")
+        members[f"w{k:03d}"][[1, 5]] = value
+
+    path = rewritten(tmp_path / "fold0.npz", tmp_path / "nan.npz", arrays=spoil)
+    with pytest.raises(QmlrpError) as err:
+        load_model(path)
+    assert str(err.value) == (f"{path}: weight weave_gc/embedding/dense/bias has {count} values (of 16): "
+                              "a diverged or damaged model")
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"atom_width": 10**9}, "malformed model configuration (the model would have 5.8e+10 weights, more than the "
+                            "100,000,000 allowed (check depth, the widths and head_units))"),
+    ({"head_units": [10**6, 10**6]}, "malformed model configuration (the model would have 1e+12 weights, more than "
+                                     "the 100,000,000 allowed (check depth, the widths and head_units))"),
+    ({"depth": 10**12}, "malformed model configuration (the model would have 6.24e+14 weights, more than the "
+                        "100,000,000 allowed (check depth, the widths and head_units))"),
+    ({"atom_width": 2000}, "its architecture has 128,469 weights but the file holds 12,933"),
+    ({"dropout": -1}, "malformed model configuration (dropout: must be in [0, 1), got -1)"),
+    ({"depth": "2"}, "malformed model configuration (depth: expected an integer, got '2')"),
+])
+def test_a_huge_or_inconsistent_architecture_is_refused_before_building(model, tmp_path, change, reason) -> None:
+    save_model(model, tmp_path / "fold0.npz")
+    path = rewritten(tmp_path / "fold0.npz", tmp_path / "odd.npz", header=lambda h: h["config"].update(change))
+    with pytest.raises(QmlrpError) as err:
+        load_model(path)
+    assert str(err.value) == f"{path}: {reason}"
+
+
+def test_n_outputs_must_match_the_arrays(model, tmp_path) -> None:
+    save_model(model, tmp_path / "fold0.npz")
+    path = rewritten(tmp_path / "fold0.npz", tmp_path / "wide.npz", header=lambda h: h["metadata"].update(n_outputs=10**9))
+    with pytest.raises(QmlrpError) as err:
+        load_model(path)
+    assert str(err.value) == f"{path}: its architecture has 67,000,012,866 weights but the file holds 12,933"
+
+
+def test_an_array_header_declaring_a_huge_shape_is_refused_before_reading(model, tmp_path) -> None:
+    """The .npy header of w000 claims 4e13 values (146 TiB): refused from the header, nothing allocated."""
+    import zipfile
+
+    save_model(model, tmp_path / "fold0.npz")
+    with zipfile.ZipFile(tmp_path / "fold0.npz") as archive:
+        members = {i.filename: archive.read(i) for i in archive.infolist()}
+    raw = members["w000.npy"]
+    length = int.from_bytes(raw[8:10], "little")
+    text = raw[10:10 + length].decode().replace("(21,)", "(40000000000000,)").rstrip()
+    members["w000.npy"] = raw[:10] + (text + " " * (length - 1 - len(text)) + "\n").encode() + raw[10 + length:]
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(QmlrpError) as err:
+        load_model(path)
+    assert str(err.value) == (f"{path}: weight atom_scaling/scale (w000.npy) declares shape (40000000000000,) "
+                              "(160,000,000,000,000 bytes) but the file holds 84 bytes for it")

@@ -57,3 +57,26 @@ def test_faithfulness_table_contains_random_baseline() -> None:
     by = {(r["method"], r["unit"]): r["aopc"] for r in rows}
     assert by[("truth", "atoms")] > by[("random", "atoms")]
     assert curves["atoms/truth"].shape == (4,)
+
+
+def test_gradient_times_input_works_in_the_models_dtype() -> None:
+    """A float64 copy (as ModelLRP(dtype="float64") makes) used to raise TypeError (float32 coefficients)."""
+    import keras
+
+    from qmlrp.models.config import ModelConfig
+    from qmlrp.models.gc import build_model
+    from qmlrp.relevance.faithfulness import gradient_times_input
+    from qmlrp.relevance.model_lrp import as_float64
+
+    keras.utils.set_random_seed(3)
+    model = build_model(ModelConfig(head_units=(16,), embedding_width=8, atom_width=8, pair_width=8,
+                                    atom_hidden=8, pair_hidden=8), metadata={"n_outputs": 2})
+    rng = np.random.default_rng(0)
+    model.head.output_layer.kernels[0].assign(rng.normal(0, 0.3, (16, 2)).astype("float32"))
+    batch = random_batch([5, 9], seed=2)
+    a32, p32 = gradient_times_input(model, output=[1.0, -0.5])(batch)
+    a64, p64 = gradient_times_input(as_float64(model), output=[1.0, -0.5])(batch)
+    assert (a32.dtype, a64.dtype, p64.dtype) == (np.float32, np.float64, np.float64)
+    assert a64.shape == (14, 21) and p64.shape == p32.shape and np.abs(a64).max() > 0
+    np.testing.assert_allclose(a64, a32, rtol=1e-3, atol=1e-5 * np.abs(a64).max())
+    np.testing.assert_allclose(p64, p32, rtol=1e-3, atol=1e-5 * np.abs(p64).max())

@@ -86,6 +86,68 @@ def test_split_is_disjoint_and_matches_the_fold_file(small_data):
     assert capped.train.size == 10 and set(capped.train) <= set(split.train)
 
 
+
+def bad_fold_files(folder, good) -> dict[str, tuple[object, str]]:
+    """name -> (path, the reason after ``path: ``) of fold files that must be refused in one line."""
+    import shutil
+
+    frame = pd.read_parquet(good)
+    out = {}
+    path = folder / "truncated.parquet"
+    path.write_bytes(good.read_bytes()[:300])
+    out["truncated"] = (path, "unreadable Parquet (truncated or corrupt? Could not open Parquet input source "
+                              f"'{path}': Parquet magic bytes not found in footer. Either the file is corrupted or "
+                              "this is not a parquet file.) (run `dvc repro split`)")
+    path = folder / "empty.parquet"
+    path.write_bytes(b"")
+    out["empty"] = (path, "empty file, not Parquet (run `dvc repro split`)")
+    path = folder / "twice.parquet"
+    pd.concat([frame, frame.iloc[[4]]]).to_parquet(path)
+    out["twice"] = (path, f"id {frame.id.iloc[4]} is listed 2 times")
+    path = folder / "nulls.parquet"
+    frame.assign(fold=frame.fold.astype("Int64").where(frame.index != 2)).to_parquet(path)
+    out["nulls"] = (path, "column 'fold' holds float64 values (nulls?), expected integers")
+    path = folder / "nofold.parquet"
+    frame[["id"]].to_parquet(path)
+    out["nofold"] = (path, "unreadable Parquet (truncated or corrupt? No match for FieldRef.Name(fold) in id: int64")
+    shutil.copy(good, folder / "good.parquet")
+    return out
+
+
+def test_bad_fold_files_are_one_line(small_data, tmp_path):
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.training.data import make_split
+
+    store = FeatureStore.open(small_data / "data" / "features")
+    for name, (path, reason) in bad_fold_files(tmp_path, small_data / "data" / "folds.parquet").items():
+        with pytest.raises(QmlrpError) as err:
+            make_split(store, path, 0, validation_fraction=0.1, seed=1)
+        assert str(err.value).startswith(f"{path}: {reason}"), name
+        assert "\n" not in str(err.value)
+    with pytest.raises(QmlrpError) as err:
+        make_split(store, tmp_path / "absent.parquet", 0, validation_fraction=0.1, seed=1)
+    assert str(err.value) == f"{tmp_path / 'absent.parquet'}: not found (run `dvc repro split`)"
+
+
+def test_train_with_a_truncated_fold_file_is_one_line(small_data, tmp_path):
+    """``qmlrp train`` end to end: one error line naming data/folds.parquet, exit status 2."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(small_data / "data", tmp_path / "data")
+    folds = tmp_path / "data" / "folds.parquet"
+    folds.write_bytes(folds.read_bytes()[:300])
+    small_params(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "qmlrp", "train", "--target", "alpha", "--fold", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr == ("error: data/folds.parquet: unreadable Parquet (truncated or corrupt? Could not open Parquet "
+                           "input source 'data/folds.parquet': Parquet magic bytes not found in footer. Either the "
+                           "file is corrupted or this is not a parquet file.) (run `dvc repro split`)\n")
+
+
 def test_batch_stream_covers_every_molecule_once_per_epoch(small_data):
     from qmlrp.features.store import FeatureStore
     from qmlrp.training.data import BatchStream

@@ -20,20 +20,25 @@ XYZ_SUFFIXES = (".xyz",)
 
 @dataclass
 class MoleculeInput:
-    """One molecule to predict: atomic numbers (n,), coordinates (n, 3) Angstrom, optional SMILES."""
+    """One molecule to predict: atomic numbers (n,), coordinates (n, 3) Angstrom, optional SMILES;
+    ``record``: its position in the file (1-based)."""
 
     file: str
     name: str
     atomic_numbers: np.ndarray
     coordinates: np.ndarray
     smiles: str | None = None
+    record: int = 1
 
 
 @dataclass
 class Failure:
+    """A file or record that cannot be predicted; ``record``: its position in the file (0: the file)."""
+
     file: str
     name: str
     reason: str
+    record: int = 0
 
     def line(self) -> str:
         """``error: FILE [MOLECULE]: reason`` (one line)."""
@@ -59,27 +64,28 @@ def read_sdf(path: Path) -> tuple[list[MoleculeInput], list[Failure]]:
     for k, mol in enumerate(records, start=1):
         default = f"{path.stem}#{k}" if len(records) > 1 else path.stem
         if mol is None:
-            failures.append(Failure(str(path), default, f"record {k}: RDKit cannot parse the structure"))
+            failures.append(Failure(str(path), default, f"record {k}: RDKit cannot parse the structure", k))
             continue
         name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") and mol.GetProp("_Name").strip() else default
         if mol.GetNumConformers() == 0:
-            failures.append(Failure(str(path), name, "no coordinates"))
+            failures.append(Failure(str(path), name, "no coordinates", k))
             continue
         coords = np.asarray(mol.GetConformer().GetPositions(), dtype=float)
         if not mol.GetConformer().Is3D() or np.allclose(coords[:, 2], 0.0):
-            failures.append(Failure(str(path), name, "coordinates are not 3D"))
+            failures.append(Failure(str(path), name, "coordinates are not 3D", k))
             continue
         if any(atom.GetTotalNumHs(includeNeighbors=False) for atom in mol.GetAtoms()):
-            failures.append(Failure(str(path), name, "implicit hydrogens: all atoms need 3D coordinates"))
+            failures.append(Failure(str(path), name, "implicit hydrogens: all atoms need 3D coordinates", k))
             continue
         numbers = np.array([atom.GetAtomicNum() for atom in mol.GetAtoms()], dtype=np.int64)
-        molecules.append(MoleculeInput(str(path), name, numbers, coords, Chem.MolToSmiles(mol)))
+        molecules.append(MoleculeInput(str(path), name, numbers, coords, Chem.MolToSmiles(mol), k))
     return molecules, failures
 
 
 def read_molecules(path: str | Path) -> tuple[list[MoleculeInput], list[Failure]]:
-    """Molecules of one file (by suffix); a malformed or unsupported file is one failure."""
-    from qmlrp.data.xyz import read_xyz
+    """Molecules of one file (by suffix); a malformed or unsupported file is one failure, and so
+    is each record of it that cannot be read (the others are read)."""
+    from qmlrp.data.xyz import read_xyz_records
 
     path = Path(path)
     try:
@@ -89,9 +95,10 @@ def read_molecules(path: str | Path) -> tuple[list[MoleculeInput], list[Failure]
             raise InputError(str(path), "no such file")
         suffix = path.suffix.lower()
         if suffix in XYZ_SUFFIXES:
-            records = read_xyz(path)
-            return [MoleculeInput(str(path), r.name, np.asarray(r.atomic_numbers), np.asarray(r.coordinates, float), r.smiles)
-                    for r in records], []
+            records, bad = read_xyz_records(path)
+            return ([MoleculeInput(str(path), r.name, np.asarray(r.atomic_numbers), np.asarray(r.coordinates, float),
+                                   r.smiles, r.record) for r in records],
+                    [Failure(str(path), b.name, b.reason, b.record) for b in bad])
         if suffix in SDF_SUFFIXES:
             return read_sdf(path)
         raise InputError(str(path), f"unsupported file type {suffix or '(none)'}; expected .xyz or .sdf")

@@ -41,12 +41,14 @@ class XyzRecord:
         atomic_numbers: (n,) int.
         coordinates: (n, 3) float, Angstrom.
         smiles: a SMILES if the file carried one (QM9 format), else None.
+        record: position of the block in its file (1-based).
     """
 
     name: str
     atomic_numbers: np.ndarray
     coordinates: np.ndarray
     smiles: str | None = None
+    record: int = 1
 
 
 def qm9_float(token: str) -> float:
@@ -148,10 +150,29 @@ def iter_qm9_source(path: Path) -> Iterator[tuple[str, str]]:
         raise InputError(str(path), "no such file or folder")
 
 
-def read_xyz(path: str | Path) -> list[XyzRecord]:
-    """Read every molecule of a plain or QM9-format XYZ file (several blocks may follow each other).
+@dataclass
+class BadRecord:
+    """A block of an XYZ file that cannot be read: ``record`` its number in the file (1-based),
+    ``name`` the name it would have had (``""`` when the file holds this block only: the file is
+    named instead), ``reason`` with the line."""
 
-    Raises InputError naming the file and line when the file is malformed.
+    record: int
+    name: str
+    reason: str
+
+
+def read_xyz_records(path: str | Path) -> tuple[list[XyzRecord], list[BadRecord]]:
+    """Every molecule of a plain or QM9-format XYZ file (several blocks may follow each other) and
+    the blocks that cannot be read, each costing only itself.
+
+    Records are named ``<stem>#<k>`` by their position ``k`` in the file, bad ones included (just
+    ``<stem>`` when the file holds one block). A bad atom line (unknown element, missing field, bad
+    number) costs its block; a bad atom-count line or a block cut short leaves the reader no way to
+    find the next block, so it reports the rest of the file as not read. Records are also numbered
+    (:attr:`XyzRecord.record`).
+
+    Raises:
+        InputError: the file cannot be read or holds no molecule at all.
     """
     path = Path(path)
     where = str(path)
@@ -160,43 +181,77 @@ def read_xyz(path: str | Path) -> list[XyzRecord]:
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(where, f"cannot read ({err.__class__.__name__})") from None
     records: list[XyzRecord] = []
+    bad: list[BadRecord] = []
     pos = 0
+    block = 0
     while pos < len(lines):
         if not lines[pos].strip():
             pos += 1
             continue
+        block += 1
+        rest = " (the rest of the file is not read)" if block > 1 else ""
         try:
             n = int(lines[pos].split()[0])
         except ValueError:
-            raise InputError(where, f"line {pos + 1}: expected the number of atoms, got {lines[pos].strip()[:30]!r}") from None
+            bad.append(BadRecord(block, "", f"line {pos + 1}: expected the number of atoms, got "
+                                            f"{lines[pos].strip()[:30]!r}{rest}"))
+            break
         if n <= 0:
-            raise InputError(where, f"line {pos + 1}: number of atoms must be positive")
+            bad.append(BadRecord(block, "", f"line {pos + 1}: number of atoms must be positive{rest}"))
+            break
         if pos + 2 + n > len(lines):
-            raise InputError(where, f"line {pos + 1}: {n} atoms announced but the file ends early")
+            bad.append(BadRecord(block, "", f"line {pos + 1}: {n} atoms announced but the file ends early"))
+            break
         comment = lines[pos + 1]
-        block = lines[pos + 2: pos + 2 + n]
         is_qm9 = comment.startswith("gdb ") and pos + n + 5 <= len(lines)
-        numbers = np.zeros(n, dtype=np.int64)
-        coords = np.zeros((n, 3))
-        for k, line in enumerate(block):
-            fields = line.split()
-            if len(fields) < 4:
-                raise InputError(where, f"line {pos + 3 + k}: expected 'element x y z'")
-            numbers[k] = _atom_number(fields[0], f"{where}: line {pos + 3 + k}")
-            try:
-                coords[k] = [qm9_float(t) for t in fields[1:4]]
-            except ValueError:
-                raise InputError(where, f"line {pos + 3 + k}: bad coordinate") from None
+        end = pos + 2 + n + (3 if is_qm9 else 0)
+        try:
+            numbers, coords = _atom_block(lines[pos + 2: pos + 2 + n], pos + 3)
+        except InputError as err:
+            bad.append(BadRecord(block, "", f"{err.where}: {err.reason}"))
+            pos = end
+            continue
         smiles = None
-        end = pos + 2 + n
         if is_qm9:
-            tokens = lines[end + 1].split()
+            tokens = lines[pos + 2 + n + 1].split()
             smiles = tokens[0] if tokens else None
-            end += 3
-        records.append(XyzRecord(name=f"{path.stem}#{len(records) + 1}", atomic_numbers=numbers, coordinates=coords, smiles=smiles))
+        records.append(XyzRecord(name="", atomic_numbers=numbers, coordinates=coords, smiles=smiles, record=block))
         pos = end
-    if not records:
+    if not records and not bad:
         raise InputError(where, "no molecules found")
-    if len(records) == 1:
-        records[0].name = path.stem
+    single = block == 1
+    for record in records:
+        record.name = path.stem if single else f"{path.stem}#{record.record}"
+    for reject in bad:
+        reject.name = "" if single else f"{path.stem}#{reject.record}"
+    return records, bad
+
+
+def _atom_block(block: list[str], first_line: int) -> tuple[np.ndarray, np.ndarray]:
+    """(atomic numbers (n,), coordinates (n, 3)) of a block's atom lines, the first being line
+    ``first_line`` of the file; InputError(``line N``, reason) for a bad line."""
+    numbers = np.zeros(len(block), dtype=np.int64)
+    coords = np.zeros((len(block), 3))
+    for k, line in enumerate(block):
+        fields = line.split()
+        at = f"line {first_line + k}"
+        if len(fields) < 4:
+            raise InputError(at, "expected 'element x y z'")
+        numbers[k] = _atom_number(fields[0], at)
+        try:
+            coords[k] = [qm9_float(t) for t in fields[1:4]]
+        except ValueError:
+            raise InputError(at, "bad coordinate") from None
+    return numbers, coords
+
+
+def read_xyz(path: str | Path) -> list[XyzRecord]:
+    """Every molecule of a plain or QM9-format XYZ file, all or nothing (:func:`read_xyz_records`
+    reads the good blocks of a file with bad ones).
+
+    Raises InputError naming the file and line of the first malformed block.
+    """
+    records, bad = read_xyz_records(path)
+    if bad:
+        raise InputError(str(path), bad[0].reason)
     return records

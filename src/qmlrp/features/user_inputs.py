@@ -36,7 +36,8 @@ def _featurize_one(molecule: MoleculeInput) -> tuple[MolecularGraph, list[str]]:
 
 def featurize_files(paths: Sequence[str | Path], quiet: bool = True) -> tuple[list[Featurized], list[Failure]]:
     """Read and featurize every molecule of ``paths`` (in order) in a forked child, so that a crash
-    inside RDKit costs only the molecule it happened on; failures are collected, in order."""
+    inside RDKit costs only the molecule it happened on; failures are collected in input order
+    (file, then record within the file), and a bad record costs only itself."""
     from qmlrp.features.isolate import Crashed, map_isolated
 
     molecules: list[MoleculeInput] = []
@@ -51,14 +52,14 @@ def featurize_files(paths: Sequence[str | Path], quiet: bool = True) -> tuple[li
     results = map_isolated(_featurize_one, molecules, quiet=quiet)
     for k, molecule, result in zip(position, molecules, results):
         if isinstance(result, InputError):
-            failures.append((k, Failure(molecule.file, molecule.name, result.reason)))
+            failures.append((k, Failure(molecule.file, molecule.name, result.reason, molecule.record)))
         elif isinstance(result, Crashed):
             reason = f"RDKit cannot perceive the structure ({result})"
-            failures.append((k, Failure(molecule.file, molecule.name, reason)))
+            failures.append((k, Failure(molecule.file, molecule.name, reason, molecule.record)))
         elif isinstance(result, Exception):  # RDKit errors outside the featurizer's checks
             first = (str(result).splitlines() or [result.__class__.__name__])[0]
-            failures.append((k, Failure(molecule.file, molecule.name, f"cannot featurize ({first})")))
+            failures.append((k, Failure(molecule.file, molecule.name, f"cannot featurize ({first})", molecule.record)))
         else:
             done.append(Featurized(molecule, result[0], result[1]))
-    failures.sort(key=lambda item: item[0])
+    failures.sort(key=lambda item: (item[0], item[1].record))
     return done, [f for _, f in failures]

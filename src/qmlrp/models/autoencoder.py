@@ -319,6 +319,15 @@ def load_autoencoder(path: str | Path) -> TiedAutoencoder:
     header, arrays = read_weights_file(path, FORMAT, "autoencoder")
     try:
         config = AutoencoderConfig(**header["config"])
+        widths = (config.n_inputs, config.hidden, config.code)
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+            raise ValueError(f"widths {widths} must be positive integers")
+        # the architecture must account for exactly the weights present before anything is built
+        # (tied kernels: encoder kernels and biases, decoder biases)
+        declared = (config.n_inputs + 1) * config.hidden + (config.hidden + 1) * config.code + config.hidden + config.n_inputs
+        present = sum(int(a.size) for a in arrays)
+        if declared != present:
+            raise QmlrpError(f"{path}: its architecture has {declared:,} weights but the file holds {present:,}")
         scaling = None if header["scaling"] is None else ColumnScaling.from_json(header["scaling"])
         model = TiedAutoencoder(config, scaling, header.get("metadata"))
     except (TypeError, ValueError, KeyError) as err:

@@ -1,14 +1,33 @@
-"""Architecture hyper-parameters of the Weave model (no Keras import: cheap to load)."""
+"""Architecture hyper-parameters of the Weave model and the checked reading of its weights file (no Keras
+import: cheap to load, and safe before `predict` forks)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from qmlrp.errors import QmlrpError
+from qmlrp.features.layout import ATOM_FEATURES, N_ATOM_FEATURES, N_PAIR_FEATURES, PAIR_FEATURES
+from qmlrp.params import FieldError
+
+N_GAUSSIANS = 11
+"""Gaussians of the histogram readout (:data:`qmlrp.models.readout.GAUSSIAN_MEMBERSHIPS`)."""
+MAX_WEIGHTS = 100_000_000
+"""Most weights a model may have (400 MB of float32; the paper's model has 2.9 million): a width
+typed with too many zeros is refused before anything is allocated."""
+MODEL_FORMAT = "qmlrp-weights/1"
+"""``format`` in the header of a Weave model's weights file (:mod:`qmlrp.models.weights_file`)."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture hyper-parameters (``params.yaml`` section ``train.model``)."""
+    """Architecture hyper-parameters (``params.yaml`` section ``train.model``).
+
+    Every field is checked on construction (:class:`~qmlrp.params.FieldError` naming it): depth and
+    widths are positive integers, ``dropout`` and ``batch_norm_momentum`` lie in [0, 1), the scaled
+    features are feature names, and the whole model has at most :data:`MAX_WEIGHTS` weights.
+    """
 
     depth: int = 2
     atom_width: int = 50
@@ -23,14 +42,96 @@ class ModelConfig:
     scaled_pair_features: tuple[str, ...] = ("distance",)
     activation: str = "relu"
 
+    def __post_init__(self) -> None:
+        for key in ("depth", "atom_width", "pair_width", "atom_hidden", "pair_hidden", "embedding_width"):
+            _positive_int(key, getattr(self, key))
+        if not isinstance(self.head_units, tuple):
+            raise FieldError("head_units", f"expected a list of widths, got {self.head_units!r}")
+        for k, units in enumerate(self.head_units):
+            _positive_int(f"head_units[{k}]", units)
+        for key in ("dropout", "batch_norm_momentum"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise FieldError(key, f"expected a number, got {value!r}")
+            if not 0.0 <= value < 1.0:
+                raise FieldError(key, f"must be in [0, 1), got {value!r}")
+        for key, known in (("scaled_atom_features", ATOM_FEATURES), ("scaled_pair_features", PAIR_FEATURES)):
+            names = getattr(self, key)
+            unknown = [n for n in names if n not in known] if isinstance(names, tuple) else [names]
+            if unknown:
+                raise FieldError(key, f"{unknown[0]!r} is not a feature name")
+        if not isinstance(self.activation, str):
+            raise FieldError("activation", f"expected a string, got {self.activation!r}")
+        weights = self.weight_count()
+        if weights > MAX_WEIGHTS:
+            raise ValueError(f"the model would have {weights:.3g} weights, more than the {MAX_WEIGHTS:,} allowed "
+                             "(check depth, the widths and head_units)")
+
+    def weight_count(self, n_outputs: int = 1) -> int:
+        """Number of weights (every kernel, bias, BatchNorm and scaling value) of the model built
+        from this config with ``n_outputs`` outputs, from the shapes alone (closed form: nothing is
+        built, so a huge depth or width costs nothing)."""
+        a0, p0 = N_ATOM_FEATURES, N_PAIR_FEATURES
+        ah, ph, au, pu = self.atom_hidden, self.pair_hidden, self.atom_width, self.pair_width
+
+        def atom_part(a: int, p: int) -> int:  # A->A, P->A (both to ah), update [ah, ah] -> au
+            return (a + 1) * ah + (p + 1) * ah + (2 * ah + 1) * au
+
+        def pair_part(a: int, p: int) -> int:  # A->P on [a_i, a_j] and P->P (both to ph), update -> pu
+            return (2 * a + 1) * ph + (p + 1) * ph + (2 * ph + 1) * pu
+
+        total = a0 + p0  # the input scales
+        total += atom_part(a0, p0) + (self.depth - 1) * atom_part(au, pu)
+        if self.depth > 1:  # the last module updates no pairs
+            total += pair_part(a0, p0) + (self.depth - 2) * pair_part(au, pu)
+        total += (au + 1) * self.embedding_width + 4 * self.embedding_width  # dense + BatchNorm
+        d = N_GAUSSIANS * self.embedding_width
+        for units in self.head_units:
+            total += (d + 1) * units
+            d = units
+        return total + (d + 1) * n_outputs + 2 * n_outputs  # output layer and target scaling
+
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ModelConfig:
+        """A config from a mapping (e.g. a model file's header); ValueError for unknown keys or bad values."""
         known = set(cls.__dataclass_fields__)
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"unknown model parameters: {sorted(unknown)}")
         values = dict(params)
         for key in ("head_units", "scaled_atom_features", "scaled_pair_features"):
-            if key in values:
+            if key in values and isinstance(values[key], list):
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(key, f"expected an integer, got {value!r}")
+    if value < 1:
+        raise FieldError(key, f"must be at least 1, got {value}")
+
+
+
+def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, Any] | None, list[str], list[Any]]:
+    """``(config, metadata, weight names, arrays)`` of a Weave model's ``.npz`` weights file, checked
+    without Keras (so ``predict`` can check its models before it forks): the file
+    (:func:`~qmlrp.models.weights_file.read_weights_file`: declared array shapes, finite weights),
+    every architecture field, and that the architecture has exactly as many weights as the file holds.
+
+    Raises:
+        QmlrpError: one line naming ``path`` and what is wrong.
+    """
+    from qmlrp.models.weights_file import read_weights_file
+
+    header, arrays = read_weights_file(path, MODEL_FORMAT, "model")
+    try:
+        config = ModelConfig.from_params(header["config"])
+        metadata = header.get("metadata")
+        n_outputs = int((metadata or {}).get("n_outputs", 1))
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
+    declared, present = config.weight_count(n_outputs), sum(int(a.size) for a in arrays)
+    if declared != present:
+        raise QmlrpError(f"{path}: its architecture has {declared:,} weights but the file holds {present:,}")
+    return config, metadata, list(header["names"]), arrays

@@ -12,18 +12,18 @@ import keras
 import numpy as np
 
 from qmlrp.errors import QmlrpError
+from qmlrp.models.config import MODEL_FORMAT
 from qmlrp.models.gc import GraphConvModel
 from qmlrp.models.inputs import INPUT_DTYPES, INPUT_SHAPES, MOLECULE_ATOMS_KEY, pad_inputs
 from qmlrp.models.weights_file import (
     assign_weights,
-    read_weights_file,
     remove_stale_temporaries,
     temporary_path,
     write_weights_file,
 )
 
 MODEL_FILE = re.compile(r"^fold(\d+)\.(npz|keras)$")
-FORMAT = "qmlrp-weights/1"
+FORMAT = MODEL_FORMAT
 HALF_MIN_SIZE = 4096
 """Weight arrays with at least this many values (the kernels) are stored as float16; the small ones
 (biases, BatchNorm statistics, input and target scales) stay float32."""
@@ -77,15 +77,15 @@ def load_model(path: str | Path) -> GraphConvModel:
         if not isinstance(model, GraphConvModel):
             raise QmlrpError(f"{path}: not a qmlrp GraphConvModel")
         return model
-    from qmlrp.models.config import ModelConfig
+    from qmlrp.models.config import read_model_file
     from qmlrp.models.gc import build_model
 
-    header, arrays = read_weights_file(path, FORMAT, "model")
+    config, metadata, names, arrays = read_model_file(path)  # checked before anything is built
     try:
-        model = build_model(ModelConfig.from_params(header["config"]), metadata=header.get("metadata"))
+        model = build_model(config, metadata=metadata)
     except (TypeError, ValueError, KeyError) as err:
         raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
-    assign_weights(model.weights, [w.path for w in model.weights], header["names"], arrays, path)
+    assign_weights(model.weights, [w.path for w in model.weights], names, arrays, path)
     return model
 
 

@@ -54,14 +54,18 @@ def forward_function(model: keras.Model, output: Any = None) -> Forward:
 def gradient_times_input(model: keras.Model, output: Any = None) -> Callable[[GraphBatch], tuple[np.ndarray, np.ndarray]]:
     """``GraphBatch -> (atoms (n_atoms, 21), pairs (n_pairs, 13))`` of ``x * df/dx`` per molecule for
     the explained output ``f = sum_k c_k y_k`` (molecules are independent, so the gradient of the
-    summed outputs is per molecule)."""
+    summed outputs is per molecule). Works in the model's dtype (float32, or float64 for the copy
+    :class:`~qmlrp.relevance.model_lrp.ModelLRP` explains with ``dtype="float64"``): the float
+    features and the coefficients are cast to it."""
     import tensorflow as tf
 
     from qmlrp.relevance.model_lrp import output_coefficients
 
     width = _n_outputs(model)
-    signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), INPUT_DTYPES[k]) for k in INPUT_SHAPES},
-                 tf.TensorSpec((None, width), tf.float32)]
+    dtype = keras.backend.standardize_dtype(model.dtype_policy.compute_dtype)
+    dtypes = {k: dtype if v == "float32" else v for k, v in INPUT_DTYPES.items()}
+    signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), dtypes[k]) for k in INPUT_SHAPES},
+                 tf.TensorSpec((None, width), dtype)]
 
     @tf.function(input_signature=signature, autograph=False)
     def grad(inputs: dict[str, Any], coef: Any) -> tuple[Any, Any]:
@@ -73,8 +77,10 @@ def gradient_times_input(model: keras.Model, output: Any = None) -> Callable[[Gr
         return a * ga, p * gp
 
     def run(batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
-        coef = output_coefficients(output, width, batch.n_molecules).astype(np.float32)
-        ga, gp = grad(batch_to_inputs(batch), coef)
+        coef = output_coefficients(output, width, batch.n_molecules).astype(dtype)
+        given = batch_to_inputs(batch)
+        inputs = {k: np.asarray(given[k], dtypes[k]) for k in INPUT_SHAPES}
+        ga, gp = grad(inputs, coef)
         return np.asarray(ga), np.asarray(gp)
 
     return run

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from qmlrp.errors import QmlrpError
+from qmlrp.io import read_parquet
 from qmlrp.features.store import FeatureStore
 from qmlrp.models.inputs import (
     INPUT_DTYPES,
@@ -65,7 +66,7 @@ def load_targets(store: FeatureStore, table: str | Path, target: Target) -> np.n
         raise QmlrpError(f"{table}: not found (run `dvc repro ingest` first)")
     frequencies = target.column == "frequencies_cm1"
     columns = ["id", target.column] + (["atomic_numbers", "coordinates"] if frequencies else [])
-    frame = pd.read_parquet(table, columns=columns).set_index("id")
+    frame = read_parquet(table, columns, hint="run `dvc repro ingest`").to_pandas().set_index("id")
     missing = np.setdiff1d(store.ids, frame.index.to_numpy())
     if missing.size:
         raise QmlrpError(f"{table}: {missing.size} featurized molecules have no {target.column} (e.g. id {missing[0]})")
@@ -115,13 +116,19 @@ def make_split(
     seed: int,
     max_train_molecules: int | None = None,
 ) -> Split:
-    """Train/validation/test positions for ``fold`` from ``data/folds.parquet`` (columns id, fold)."""
+    """Train/validation/test positions for ``fold`` from ``data/folds.parquet`` (columns id, fold);
+    a missing, truncated or inconsistent file (an id listed twice) raises one-line QmlrpError."""
     folds_path = Path(folds_path)
-    if not folds_path.exists():
-        raise QmlrpError(f"{folds_path}: not found (run `dvc repro split` first)")
     if not 0.0 < validation_fraction < 1.0:
         raise QmlrpError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    folds = pd.read_parquet(folds_path, columns=["id", "fold"]).set_index("id")["fold"]
+    table = read_parquet(folds_path, ["id", "fold"], hint="run `dvc repro split`")
+    ids, fold_values = table.column("id").to_numpy(), table.column("fold").to_numpy()
+    if not np.issubdtype(fold_values.dtype, np.integer):
+        raise QmlrpError(f"{folds_path}: column 'fold' holds {fold_values.dtype} values (nulls?), expected integers")
+    folds = pd.Series(fold_values, index=ids)
+    if folds.index.has_duplicates:
+        twice = folds.index[folds.index.duplicated()][0]
+        raise QmlrpError(f"{folds_path}: id {twice} is listed {int(np.sum(ids == twice))} times")
     fold_of = folds.reindex(store.ids)
     if fold_of.isna().any():
         raise QmlrpError(f"{folds_path}: {int(fold_of.isna().sum())} featurized molecules have no fold")

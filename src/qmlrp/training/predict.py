@@ -38,7 +38,7 @@ __all__ = ["Ensemble", "Failure", "Featurized", "MoleculeInput", "Prediction", "
 
 @dataclass
 class Prediction:
-    """One predicted molecule: ``values[target]`` holds mean, sd, units and n_models."""
+    """One predicted molecule: ``values[target]`` holds mean, sd (None from a single model), units and n_models."""
 
     file: str
     name: str
@@ -109,6 +109,17 @@ def locate_models(models_dir: str | Path, targets: Sequence[str] | None = None,
     return found, missing
 
 
+def check_model_files(found: dict[str, list[tuple[int, Path]]]) -> None:
+    """Read every ``.npz`` model of ``found`` without Keras (before featurizing forks): a corrupt one
+    (bad architecture, shapes the file cannot hold, NaN weights) raises one-line QmlrpError naming it."""
+    from qmlrp.models.config import read_model_file
+
+    for paths in found.values():
+        for _, path in paths:
+            if path.suffix == ".npz":
+                read_model_file(path)
+
+
 def missing_folds(found: dict[str, list[tuple[int, Path]]], expected: Sequence[int] | None) -> dict[str, list[int]]:
     """``{target: [missing folds]}`` for targets that lack some of ``expected`` (None: gaps below the largest)."""
     out = {}
@@ -147,8 +158,8 @@ def predict_featurized(featurized: Sequence[Featurized], ensemble: Ensemble, bat
                 if np.ndim(mean) == 2:  # a vector head: the frequencies, only the molecule's real modes
                     row.values[target] = _modes_value(mean[k], sd[k], m, ensemble.units[target], n_models)
                     continue
-                row.values[target] = {"mean": float(mean[k]), "sd": float(sd[k]), "units": ensemble.units[target],
-                                      "n_models": n_models}
+                row.values[target] = {"mean": float(mean[k]), "sd": float(sd[k]) if n_models > 1 else None,
+                                      "units": ensemble.units[target], "n_models": n_models}
             predictions.append(row)
     return predictions
 
@@ -163,7 +174,8 @@ def _modes_value(mean: np.ndarray, sd: np.ndarray, molecule: MoleculeInput, unit
     k = n_modes(int(molecule.atomic_numbers.size), linear)
     if k > mean.size:
         raise QmlrpError(f"{molecule.file} [{molecule.name}]: {k} modes, more than the model's {mean.size} outputs")
-    return {"mean": [float(v) for v in mean[:k]], "sd": [float(v) for v in sd[:k]], "units": units,
+    return {"mean": [float(v) for v in mean[:k]], "sd": [float(v) for v in sd[:k]] if n_models > 1 else None,
+            "units": units,
             "n_models": n_models, "n_modes": k, "linear": linear}
 
 
@@ -174,14 +186,15 @@ def vector_targets(predictions: Sequence[Prediction], targets: Sequence[str]) ->
 
 def format_modes(predictions: Sequence[Prediction], target: str) -> str:
     """One block per molecule: ``name: frequencies (cm^-1, 3N-6 = 9 modes, highest first, 10 models)``
-    and the ``mean ± sd`` values (cm^-1, one decimal), six per line."""
+    and the ``mean ± sd`` values (cm^-1, one decimal; the mean alone from one model), six per line."""
     lines = []
     for p in predictions:
         v = p.values[target]
         rule = "3N-5, linear" if v["linear"] else "3N-6"
         models = f"{v['n_models']} model{'s' if v['n_models'] != 1 else ''}"
         lines.append(f"{p.name}: {target} ({v['units']}, {rule} = {v['n_modes']} modes, highest first, {models})")
-        cells = [f"{m:7.1f} ± {s:5.1f}" for m, s in zip(v["mean"], v["sd"])]
+        cells = ([f"{m:7.1f}" for m in v["mean"]] if v["sd"] is None
+                 else [f"{m:7.1f} ± {s:5.1f}" for m, s in zip(v["mean"], v["sd"])])
         lines += ["  " + "  ".join(cells[i:i + 6]) for i in range(0, len(cells), 6)]
     return "\n".join(lines)
 
@@ -239,7 +252,11 @@ def format_table(predictions: Sequence[Prediction], targets: Sequence[str], unit
 
 
 def _pm(value: dict[str, Any]) -> str:
+    """``mean ± sd`` with digits to the sd's second significant figure; the mean alone (4 decimals)
+    from a single model, which has no spread."""
     mean, sd = value["mean"], value["sd"]
+    if sd is None:
+        return f"{mean:.4f}"
     digits = max(1, 3 - int(np.floor(np.log10(abs(sd))))) if sd > 0 else 4
     digits = min(digits, 6)
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
@@ -295,6 +312,7 @@ def register(app: typer.Typer) -> None:
             check_output_file(spectrum, "--spectrum")
         folds = expected_folds(params)
         found, _ = locate_models(models_dir, None, folds, allow_missing_folds)  # fail early, before any work
+        check_model_files(found)
         if spectrum is not None and "frequencies" not in found:
             raise QmlrpError(f"--spectrum: {models_dir} has no frequencies model (run `dvc repro train` for it)")
         featurized, failures = featurize_files(files, quiet=not verbose)  # forks: before TensorFlow loads
