@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
         target: str = typer.Option(..., "--target", help="alpha | zpve"),
         rule: str = typer.Option("lrp0", "--rule", help="lrp0 | eps | ab10 | ab21 | gamma | zplus"),
         out: Path = typer.Option(Path("explanations"), "--out", help="Folder for the pictures."),
-        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.npz."),
+        models_dir: Path = typer.Option(None, "--models-dir", help="Folder of <target>/fold<k>.npz (default: models/, "
+                                                                  "or the published full-QM9 ensemble when models/ has none)."),
         fold: int = typer.Option(0, "--fold", help="Which fold's model to explain."),
         epsilon: float = typer.Option(0.1, "--epsilon", help="Stabiliser of LRP-eps (pre-activation units)."),
         plain: bool = typer.Option(False, "--plain", help="The rule everywhere (no LRP-eps at the embedding "
@@ -34,6 +35,10 @@ def register(app: typer.Typer) -> None:
         error line; the others are still drawn; the exit status is 1 if any failed."""
         if out.exists() and not out.is_dir():
             raise QmlrpError(f"--out {out}: is a file; give a folder for the pictures")
+        models_dir, published = paths.models_to_use(models_dir)
+        if published:
+            typer.echo(f"note: no models in {paths.MODELS}/: explaining the published full-QM9 {target} model of "
+                       f"fold {fold} ({models_dir / target / f'fold{fold}.npz'})", err=True)
         # featurizing forks crash-isolated children: do it before anything imports Keras / TensorFlow
         from qmlrp.relevance.user_files import featurize_for_explain
 

@@ -109,6 +109,16 @@ def locate_models(models_dir: str | Path, targets: Sequence[str] | None = None,
     return found, missing
 
 
+def describe_published(found: dict[str, list[tuple[int, Path]]]) -> str:
+    """``alpha: 10 fold models, zpve: 3 fold models (folds 0, 1, 2)`` -- what an ensemble holds."""
+    parts = []
+    for target, models in found.items():
+        folds = [k for k, _ in models]
+        which = "" if folds == list(range(10)) else f" (fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))})"
+        parts.append(f"{target}: {len(folds)} fold model{'s' if len(folds) > 1 else ''}{which}")
+    return "; ".join(parts)
+
+
 def check_model_files(found: dict[str, list[tuple[int, Path]]]) -> None:
     """Read every ``.npz`` model of ``found`` without Keras (before featurizing forks): a corrupt one
     (bad architecture, shapes the file cannot hold, NaN weights) raises one-line QmlrpError naming it."""
@@ -291,7 +301,8 @@ def register(app: typer.Typer) -> None:
         files: list[Path] = typer.Argument(..., help="XYZ (one or more molecules each) or SDF files."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout."),
         out: Path | None = typer.Option(None, "--out", help="Also write the JSON to this file."),
-        models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.npz."),
+        models_dir: Path = typer.Option(None, "--models-dir", help="Folder of <target>/fold<k>.npz (default: models/, "
+                                                                  "or the published full-QM9 ensemble when models/ has none)."),
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Its train.folds are the expected models."),
         allow_missing_folds: bool = typer.Option(False, "--allow-missing-folds",
                                                  help="Predict even if some fold models are missing."),
@@ -310,8 +321,12 @@ def register(app: typer.Typer) -> None:
             check_output_file(out, "--out")
         if spectrum is not None:
             check_output_file(spectrum, "--spectrum")
-        folds = expected_folds(params)
+        models_dir, published = paths.models_to_use(models_dir)
+        folds = None if published else expected_folds(params)  # published: the folds trained so far
         found, _ = locate_models(models_dir, None, folds, allow_missing_folds)  # fail early, before any work
+        if published:
+            typer.echo(f"note: no models in {paths.MODELS}/: using the published full-QM9 ensemble "
+                       f"({describe_published(found)})", err=True)
         check_model_files(found)
         if spectrum is not None and "frequencies" not in found:
             raise QmlrpError(f"--spectrum: {models_dir} has no frequencies model (run `dvc repro train` for it)")
