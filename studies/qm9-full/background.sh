@@ -2,15 +2,16 @@
 # Train the study's missing models one at a time, in the background, from a git worktree at a fixed
 # commit, and commit each finished model's record to the main checkout at once.
 #
-#   studies/qm9-full/background.sh WORKTREE CHECKOUT STAGE...    e.g. train@alpha-1 train@zpve-1
+#   studies/qm9-full/background.sh WORKTREE CHECKOUT STAGE...    e.g. train@alpha-1 epochs_curve@24
 #
 # WORKTREE: `git worktree add --detach WORKTREE <commit>` of CHECKOUT, with the study's data built
 # there (`dvc repro split` in WORKTREE/studies/qm9-full). The job runs WORKTREE's code (PYTHONPATH),
 # so edits in CHECKOUT never reach a running model. Before each model, if CHECKOUT/../study.commit
 # names another commit, WORKTREE moves to it (between models only). Each model is `dvc repro -s
-# STAGE` (resumable: killed and rerun, it continues from scratch/checkpoints/); its model file,
-# results, dvclive logs and dvc.lock entry are then copied to CHECKOUT and committed there alone.
-# A stage whose run.json in CHECKOUT names a commit is done and skipped. nice 19, one model at a time.
+# STAGE` (resumable: killed and rerun, it continues from scratch/checkpoints/); its outputs (as its
+# dvc.lock entry lists them) and that entry are then copied to CHECKOUT and committed there alone.
+# A stage already recorded in CHECKOUT's study dvc.lock is done and skipped (a train stage also
+# needs a run.json that names a commit). nice 19, one model at a time.
 set -uo pipefail
 WT=$(cd "$1" && pwd); MAIN=$(cd "$2" && pwd); shift 2
 STUDY=studies/qm9-full
@@ -44,10 +45,27 @@ yaml.safe_dump(old, open(dst, "w"), sort_keys=False)
 PY
 }
 
+recorded() {  # is STAGE in MAIN's study lock?
+  python - "$MAIN/$STUDY/dvc.lock" "$1" <<'PY'
+import sys, yaml
+try:
+    stages = (yaml.safe_load(open(sys.argv[1])) or {}).get("stages", {})
+except FileNotFoundError:
+    stages = {}
+sys.exit(0 if sys.argv[2] in stages else 1)
+PY
+}
+
+outs_of() {  # the output paths of STAGE in WORKTREE's study lock, one per line
+  python - "$WT/$STUDY/dvc.lock" "$1" <<'PY'
+import sys, yaml
+for out in yaml.safe_load(open(sys.argv[1]))["stages"][sys.argv[2]].get("outs", []):
+    print(out["path"])
+PY
+}
+
 for stage in "$@"; do
-  item=${stage#train@}; target=${item%-*}; fold=${item##*-}
-  record=$STUDY/results/$target/fold$fold/run.json
-  if [ -f "$MAIN/$record" ] && grep -q '"commit"' "$MAIN/$record"; then
+  if recorded "$stage"; then
     echo "background: $stage is done ($(date -u +%FT%TZ))"; continue
   fi
   if [ -f "$MAIN/../study.commit" ]; then
@@ -60,14 +78,14 @@ for stage in "$@"; do
   if ! (cd "$WT/$STUDY" && nice -n 19 dvc repro -s "$stage"); then
     echo "background: $stage failed ($(date -u +%FT%TZ))" >&2; exit 1
   fi
-  outs=("models/$target/fold$fold.npz" "results/$target/fold$fold" "dvclive/$target/fold$fold")
+  mapfile -t outs < <(outs_of "$stage")
   for out in "${outs[@]}"; do
     rm -rf "${MAIN:?}/$STUDY/$out"; mkdir -p "$(dirname "$MAIN/$STUDY/$out")"
     cp -r "$WT/$STUDY/$out" "$MAIN/$STUDY/$out"
   done
   merge_lock "$stage"
-  mae=$(python -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['test_mae']:.5g} {r['units']}, {r['epochs_run']} epochs, {r['process_cpu_seconds']/3600:.2f} CPU-h\")" "$WT/$record")
-  commit_paths "full study: $target fold $fold trained (test MAE $mae; dvc repro -s $stage)" \
-    "${outs[@]/#/$STUDY/}" "$STUDY/dvc.lock"
+  record=$(for out in "${outs[@]}"; do find "$WT/$STUDY/$out" -name run.json 2>/dev/null; done | head -1)
+  mae=$(python -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['target']} fold {r['fold']}: test MAE {r['test_mae']:.5g} {r['units']}, {r['epochs_run']} epochs, {r['process_cpu_seconds']/3600:.2f} CPU-h\")" "$record")
+  commit_paths "full study: $stage trained ($mae; dvc repro -s $stage)" "${outs[@]/#/$STUDY/}" "$STUDY/dvc.lock"
   echo "background: $stage committed: $mae ($(date -u +%FT%TZ))"
 done

@@ -24,6 +24,7 @@ def test_study_matrix_on_a_local_dask_cluster_then_dvc_repro_only_evaluates(tmp_
     params["train"].update(folds=[0, 1], epochs=1, batch_size=16, time_limit_minutes=None,
                            model={**params["train"]["model"], "head_units": [32], "embedding_width": 16})
     params["cluster"] = {"scheduler": "local", "workers": 2, "threads_per_worker": 1}
+    params["epochs_curve"]["epochs"] = [2]
     (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro", "split"], study)
     out = run(["python", "-m", "qmlrp", "train-matrix"], study)
@@ -35,6 +36,8 @@ def test_study_matrix_on_a_local_dask_cluster_then_dvc_repro_only_evaluates(tmp_
     assert "train@" not in status and "evaluate" in status, status
     out = run(["dvc", "repro"], study)
     assert "Running stage 'train@" not in out and "Running stage 'evaluate'" in out, out
+    curve = json.loads((study / "metrics" / "epochs_curve.json").read_text())  # fold 0 at 1 and 2 epochs
+    assert [b["epochs"] for b in curve["budgets"]] == [1, 2] and curve["fit"] is None
     metrics = json.loads((study / "metrics" / "evaluate.json").read_text())
     assert metrics["protocol"] == {"folds_run": 2, "folds_of_protocol": 10, "complete": False}
     for target in ("alpha", "zpve"):

@@ -80,6 +80,23 @@ def register(app: typer.Typer) -> None:
         if failed:
             raise typer.Exit(code=1)
 
+    @app.command("epochs-curve")
+    def epochs_curve_command(
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections epochs_curve, evaluate)."),
+    ) -> None:
+        """Test MAE against epoch budgets of one (target, fold); the epochs and CPU-hours a bar needs."""
+        from qmlrp.params import parse_section, stage_params
+        from qmlrp.training.config import EvaluateConfig, get_target
+        from qmlrp.training.epochs_curve import EpochsCurveParams, run_epochs_curve
+
+        cfg = parse_section(EpochsCurveParams, "epochs_curve", stage_params("epochs_curve", params))
+        target = get_target(cfg.target)
+        m = run_epochs_curve(cfg.target, cfg.fold, EvaluateConfig.load(params).thresholds.get(cfg.target),
+                             target.units)
+        curve = ", ".join(f"{r['epochs']} epochs {r['test_mae']:.4g}" for r in m["budgets"])
+        typer.echo(f"{cfg.target} fold {cfg.fold}: {curve} {target.units}; epochs for the bar: "
+                   f"{m.get('epochs_for_bar', 'n/a')}")
+
     @app.command("train-crippen")
     def train_crippen_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections train, train_crippen)."),
