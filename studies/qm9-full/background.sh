@@ -11,7 +11,9 @@
 # STAGE` (resumable: killed and rerun, it continues from scratch/checkpoints/); its outputs (as its
 # dvc.lock entry lists them) and that entry are then copied to CHECKOUT and committed there alone.
 # A stage already recorded in CHECKOUT's study dvc.lock is done and skipped (a train stage also
-# needs a run.json that names a commit). nice 19, one model at a time.
+# needs a run.json that names a commit). After each model, `evaluate` rewrites the record (metrics/evaluate.json,
+# plots/evaluate: mean ± sd over the folds that are in) and lands in the model's commit, so the committed
+# lock always matches the committed results. nice 19, one model at a time.
 set -uo pipefail
 WT=$(cd "$1" && pwd); MAIN=$(cd "$2" && pwd); shift 2
 STUDY=studies/qm9-full
@@ -86,6 +88,22 @@ for stage in "$@"; do
   merge_lock "$stage"
   record=$(for out in "${outs[@]}"; do find "$WT/$STUDY/$out" -name run.json 2>/dev/null; done | head -1)
   mae=$(python -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['target']} fold {r['fold']}: test MAE {r['test_mae']:.5g} {r['units']}, {r['epochs_run']} epochs, {r['process_cpu_seconds']/3600:.2f} CPU-h\")" "$record")
-  commit_paths "full study: $stage trained ($mae; dvc repro -s $stage)" "${outs[@]/#/$STUDY/}" "$STUDY/dvc.lock"
+  evaluated=()
+  if [[ $stage == train@* ]]; then  # the record's evaluation follows each model, in the same commit
+    for fold in "$MAIN/$STUDY"/results/*/fold*; do  # results committed after the worktree's commit
+      rel=${fold#"$MAIN/$STUDY/"}
+      [ -e "$WT/$STUDY/$rel" ] || { mkdir -p "$(dirname "$WT/$STUDY/$rel")"; cp -r "$fold" "$WT/$STUDY/$rel"; }
+    done
+    if (cd "$WT/$STUDY" && nice -n 19 dvc repro -s evaluate >/dev/null); then
+      mapfile -t evaluated < <(outs_of evaluate)
+      for out in "${evaluated[@]}"; do
+        rm -rf "${MAIN:?}/$STUDY/$out"; cp -r "$WT/$STUDY/$out" "$MAIN/$STUDY/$out"
+      done
+      merge_lock evaluate
+    else
+      echo "background: evaluate failed after $stage; the model is committed without it" >&2
+    fi
+  fi
+  commit_paths "full study: $stage trained ($mae; dvc repro -s $stage)" "${outs[@]/#/$STUDY/}" "${evaluated[@]/#/$STUDY/}" "$STUDY/dvc.lock"
   echo "background: $stage committed: $mae ($(date -u +%FT%TZ))"
 done
