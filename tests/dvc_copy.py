@@ -27,8 +27,7 @@ def run(cmd: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-BETA_STAGES = ("label_beta", "beta_data", "beta_learning_curve", "train_beta", "explain_beta", "compare_explanations",
-               "autoencoder")
+BETA_STAGES = ("label_beta", "beta_data", "train_beta", "explain_beta", "autoencoder")
 """Stages that need the published labels (``labels/``, not copied) or the beta models."""
 
 
