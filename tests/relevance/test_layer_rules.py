@@ -13,7 +13,7 @@ from qmlrp.models.layers import FeatureScaling, PairFromAtoms, SplitDense, Tape,
 from qmlrp.models.readout import AtomEmbedding, GaussianHistogram
 from qmlrp.models.weave import PAIR_TO_ATOM_SUM
 from qmlrp.relevance import layer_rules  # noqa: F401  (registers the functions)
-from qmlrp.relevance import oracle
+from tests.relevance import oracle
 from qmlrp.relevance.propagate import Propagated
 from qmlrp.relevance.rules import RULE_NAMES, as_composite, get_rule
 from qmlrp.relevance.walk import Context, TensorInfo, annotate, spec_for

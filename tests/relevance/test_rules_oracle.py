@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qmlrp.relevance.oracle import DenseReluNet, layerwise_relevance, oracle_relevance, rule_matrix
+from tests.relevance.oracle import DenseReluNet, layerwise_relevance, oracle_relevance, rule_matrix
 from qmlrp.relevance import propagate as P
 from qmlrp.relevance.propagate import PairIndex, Propagated
 from qmlrp.relevance.rules import AlphaBeta, Composite, Epsilon, Lrp0, get_rule, resolve_rules, RULE_NAMES
