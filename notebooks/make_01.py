@@ -52,6 +52,35 @@ print(rec.smiles, "-> bond orders from the", origin)
 atoms = pd.DataFrame(graph.atom_features, columns=ATOM_FEATURES)
 atoms.insert(0, "atom", [a.GetSymbol() + str(a.GetIdx()) for a in mol.GetAtoms()])
 atoms.loc[:, (atoms != 0).any()]   # only the columns that are not all zero"""),
+    md("""### Drawn: the molecule in XYZ atom order and its 21 atom features
+
+Left, the RDKit molecule with each atom's index (the row of the table above); right, the atom-feature
+matrix (atoms × features; one-hot and bit features are 0/1, the ring counts are counts, the Gasteiger charge
+is in units of e and drawn on its own colour scale in the last panel)."""),
+    code("""import matplotlib.pyplot as plt
+from rdkit.Chem import Draw
+
+fig, (ax_mol, ax_feat, ax_q) = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.1, 2.2, 0.35]})
+from rdkit import Chem
+
+shown = Chem.Mol(mol)
+for atom in shown.GetAtoms():
+    atom.SetProp("atomNote", str(atom.GetIdx()))
+ax_mol.imshow(Draw.MolToImage(shown, size=(360, 360), legend=f"QM9 #67 {rec.smiles}"))
+ax_mol.axis("off"); ax_mol.set_title("atoms numbered in XYZ order")
+binary = atoms.drop(columns=["atom", "gasteiger_charge"]).astype(float)
+im = ax_feat.imshow(binary.to_numpy(), cmap="Greys", aspect="auto", vmin=0, vmax=max(1.0, binary.to_numpy().max()))
+ax_feat.set_xticks(range(binary.shape[1]), binary.columns, rotation=90, fontsize=7)
+ax_feat.set_yticks(range(len(atoms)), atoms["atom"], fontsize=8)
+ax_feat.set_title("atom features (0/1 bits and ring counts)")
+fig.colorbar(im, ax=ax_feat, fraction=0.03, label="value")
+q = atoms[["gasteiger_charge"]].to_numpy()
+lim = float(abs(q).max())
+imq = ax_q.imshow(q, cmap="RdBu_r", aspect="auto", vmin=-lim, vmax=lim)
+ax_q.set_xticks([0], ["Gasteiger charge"], fontsize=7); ax_q.set_yticks([])
+fig.colorbar(imq, ax=ax_q, label="charge (e)")
+fig.suptitle("The Molecular Graph's atom part for lactonitrile (pair features: next section)")
+fig.tight_layout()"""),
     md("""The carbon bonded to O is a stereocentre; its CIP label (R in QM9's stored enantiomer) comes from the 3D
 coordinates. The hydroxyl O is an H-bond donor and acceptor; the nitrile N only an acceptor
 (rules in `qmlrp.features.atom_features`).
@@ -68,6 +97,22 @@ pairs = pd.DataFrame(batch.pair_features, columns=PAIR_FEATURES)
 pairs.insert(0, "pair", [f"{mol.GetAtomWithIdx(int(i)).GetSymbol()}{i}-{mol.GetAtomWithIdx(int(j)).GetSymbol()}{j}"
                          for i, j in batch.pair_atoms])
 pairs.head(8)"""),
+    code("""import matplotlib.pyplot as plt
+
+n = mol.GetNumAtoms()
+dist, path1 = np.full((n, n), np.nan), np.zeros((n, n))
+for (i, j), row in zip(batch.pair_atoms, batch.pair_features):
+    dist[i, j] = dist[j, i] = row[PAIR_FEATURES.index("distance")]
+    path1[i, j] = path1[j, i] = row[PAIR_FEATURES.index("graph_distance_le_1")]
+labels = [a.GetSymbol() + str(a.GetIdx()) for a in mol.GetAtoms()]
+fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
+im = a.imshow(dist, cmap="viridis"); a.set_title("pair feature: distance (Å)")
+fig.colorbar(im, ax=a, label="Å")
+b.imshow(path1, cmap="Greys", vmin=0, vmax=1); b.set_title("pair feature: bonded (path ≤ 1 bond), 1 = black")
+for ax in (a, b):
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=7); ax.set_yticks(range(n), labels, fontsize=7)
+fig.suptitle("Two of the 13 pair features of lactonitrile, for every atom pair (diagonal: no pair)")
+fig.tight_layout()"""),
     md("""## The whole sample, then the folds
 
 `featurize_table` runs on all molecules with a process pool; finished chunks are kept on disk so an
