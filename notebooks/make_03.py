@@ -16,8 +16,8 @@ Aim 3 of qmlrp extends the Weave GC model from one number per molecule to
   (`label_beta`, B3LYP(VWN5)/6-31G) and publishes the labels in `labels/beta/`.
 
 This notebook runs everything on a small sample (300 QM9 molecules, tiny models, a few epochs: minutes on a laptop).
-The numbers illustrate the machinery; the pipeline's numbers are in `metrics/evaluate.json`,
-`metrics/beta_learning_curve.json` and `metrics/compare_explanations.json`."""),
+The numbers illustrate the machinery; the pipelines' numbers are in `studies/qm9-2k/metrics/evaluate.json`,
+`studies/qm9-2k/metrics/beta_learning_curve.json` and `studies/qm9-2k/metrics/compare_explanations.json`."""),
     code("""from qmlrp.training.backend import use_jax_backend
 
 use_jax_backend()  # the training engine runs Keras on JAX (before anything imports Keras)
@@ -205,7 +205,7 @@ ax.set_xlabel("share of the molecule's total |R| (dimensionless)")
 plt.tight_layout()"""),
     md("""The pipeline's `compare_explanations` stage asks the seed's questions on the trained models -- is β∥ explained
 like α, are the frequencies explained like ZPVE? -- with Spearman ρ and cosine similarity of these profiles, their
-difference to a control property and a bootstrap over molecules for the spread (`metrics/compare_explanations.json`)."""),
+difference to a control property and a bootstrap over molecules for the spread (`studies/qm9-2k/metrics/compare_explanations.json`)."""),
 ]
 
 nb = nbf.v4.new_notebook()
