@@ -85,8 +85,10 @@ def positions_of(numbers: np.ndarray, z: int) -> list[int]:
 
 
 # -- CI: every test runs ---------------------------------------------------------------------------
-# Under CI (``QMLRP_CI=1``, set by ``.ci/run``) a skipped test fails the run unless its node id is
-# listed here with the reason it may skip there.
+# ``python -m pytest`` deselects the ``integration`` (process-starting) and ``slow`` tests: the quick
+# loop while editing. CI runs ``python -m pytest -m ""``: every test. Under CI (``QMLRP_CI=1``, set by
+# ``.ci/run``) a deselected test, or a skipped one whose node id is not listed here with the reason it
+# may skip there, fails the run.
 SKIPS_ALLOWED_IN_CI: dict[str, str] = {}
 
 
@@ -95,6 +97,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
 
     if os.environ.get("QMLRP_CI") != "1":
         return
+    deselected = terminalreporter.stats.get("deselected", [])
+    if deselected and not config.option.keyword:
+        terminalreporter.write_line(f"CI: {len(deselected)} test(s) deselected (-m {config.option.markexpr!r}); "
+                                    'CI runs every test: python -m pytest -m ""', red=True)
+        terminalreporter._session.exitstatus = 1  # noqa: SLF001 - pytest has no public setter
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if r.nodeid not in SKIPS_ALLOWED_IN_CI]
     if skipped:
         terminalreporter.write_line(f"CI: {len(skipped)} test(s) skipped that must run in CI:", red=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+pytestmark = pytest.mark.integration  # starts processes (tests/conftest.py: deselected by default, run in CI)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import filecmp
 
 import pandas as pd
 
 from tests.dvc_copy import make_copy, run
 
+
+pytestmark = pytest.mark.integration  # starts processes (tests/conftest.py: deselected by default, run in CI)
 
 def small(params: dict) -> None:
     params["ingest"]["limit"] = 40

@@ -15,6 +15,8 @@ import pytest
 
 from tests.dvc_copy import REPO, run
 
+pytestmark = pytest.mark.integration  # starts processes (tests/conftest.py: deselected by default, run in CI)
+
 ABSENT = {"deleted", "not in cache"}
 
 

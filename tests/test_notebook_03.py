@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 
 from tests.notebook_run import run_notebook
 
+
+pytestmark = pytest.mark.integration  # starts processes (tests/conftest.py: deselected by default, run in CI)
 
 def test_notebook_03_runs() -> None:
     outputs, text = run_notebook("03_frequencies_and_beta.ipynb")

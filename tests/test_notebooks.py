@@ -12,6 +12,7 @@ from tests.notebook_run import REPO, run_notebook
 FAST = ["01_data_and_features.ipynb"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", FAST)
 def test_notebook_runs(name: str) -> None:
     run_notebook(name, timeout=600)

@@ -26,6 +26,7 @@ SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/s
 PRIVSEP_DIR = Path("/run/sshd")
 
 pytestmark = [
+    pytest.mark.integration,  # starts an OpenSSH server and DVC processes
     pytest.mark.skipif(SSHD is None, reason="no OpenSSH server (sshd) installed: apt-get install openssh-server"),
     pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="no ssh-keygen installed (openssh-client)"),
     pytest.mark.skipif(importlib.util.find_spec("dvc_ssh") is None,

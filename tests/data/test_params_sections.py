@@ -50,6 +50,7 @@ def test_typos_and_wrong_types(cls, section, values, message):
 
 @pytest.mark.parametrize(("stage", "section", "key"), [("ingest", "ingest", "limt"), ("featurize", "featurize", "wokers"),
                                                         ("split", "split", "seeed")])
+@pytest.mark.integration
 def test_stage_fails_before_any_work(tmp_path, stage, section, key):
     """``ingest.limt: 2000`` used to ingest all 130,831 molecules."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

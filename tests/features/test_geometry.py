@@ -46,6 +46,7 @@ def test_good_geometry_passes_and_threshold_is_half_an_angstrom():
         check_geometry(np.array([1, 1, 8]), np.zeros((2, 3)), "short")
 
 
+@pytest.mark.integration
 def test_overlapping_atoms_are_rejected_before_rdkit_crashes():
     """Two carbons at one point used to kill the process in DetermineBonds(useHueckel=True):
     run it in a child so a regression fails this test instead of the whole test run."""

@@ -112,6 +112,7 @@ def test_featurization_failure_is_listed_not_fatal(tmp_path, qm9_record):
     assert pd.read_parquet(out / "folds.parquet")["id"].tolist() == [10, 20, 30, 40]
 
 
+@pytest.mark.integration
 def test_params_typo_is_rejected_before_any_work(tmp_path):
     with pytest.raises(QmlrpError, match=r"params.yaml beta_data: unknown key 'lables' \(did you mean 'labels'\?\)"):
         parse_section(BetaDataParams, "beta_data", {"lables": "labels/beta/x"})

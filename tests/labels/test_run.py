@@ -51,6 +51,7 @@ def _digests(out: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.glob("part-*.parquet")}
 
 
+@pytest.mark.integration
 def test_run_records_failures_and_skips_on_rerun(tmp_path: Path, client) -> None:
     molecule_table(8, radical_id=3, squeezed_id=5).to_parquet(tmp_path / "qm9.parquet")
     cfg = LabelBetaParams.from_mapping(stage_params(tmp_path, count=None))
@@ -91,6 +92,7 @@ def test_run_records_failures_and_skips_on_rerun(tmp_path: Path, client) -> None
     stray.unlink()
 
 
+@pytest.mark.integration
 def test_kill_and_resume_from_the_published_set(tmp_path: Path) -> None:
     """A published set (an earlier run's shards) is extended; a SIGKILL of the whole stage
     (main process and Dask workers) mid-run loses nothing finished; no label is recomputed."""

@@ -30,6 +30,7 @@ print(json.dumps({"call": np.asarray(model(inputs)).ravel().tolist(),
 """
 
 
+@pytest.mark.integration
 def test_saved_model_gives_the_same_outputs_under_jax(tmp_path):
     pytest.importorskip("jax")
     keras.utils.set_random_seed(3)

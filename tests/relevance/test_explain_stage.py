@@ -184,6 +184,7 @@ print(json.dumps(sorted({getattr(m, "__file__", None) or "" for n, m in list(sys
 """
 
 
+@pytest.mark.integration
 def test_explain_stage_deps_cover_every_imported_module(workspace: Path) -> None:
     """Run the stage's code in a fresh interpreter and check that dvc.yaml's explain deps cover
     every qmlrp module it imported (a change to any of them must rerun the stage)."""

@@ -282,6 +282,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.integration
 def test_jax_backend_float64_and_float32() -> None:
     """The same walk under JAX (as on the GPU machines): float64 exact, float32 within 1e-5."""
     import json

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.notebook_run import run_notebook
 
+
+pytestmark = pytest.mark.integration  # starts processes (tests/conftest.py: deselected by default, run in CI)
 
 def test_notebook_02_runs() -> None:
     outputs, _ = run_notebook("02_explanations.ipynb")

@@ -168,6 +168,7 @@ def test_vector_combined_mae_ignores_padding(small_data, tmp_path) -> None:
     assert any(not np.allclose(before[k], after[k]) for k in before)
 
 
+@pytest.mark.integration
 def test_stage_end_to_end(small_data, trained, beta_small, tmp_path) -> None:
     import shutil
 
@@ -277,6 +278,7 @@ def test_predict_hook_flags_beyond_threshold(small_data, tmp_path) -> None:
     assert untouched[0].values == {} and untouched[0].warnings == []
 
 
+@pytest.mark.integration
 def test_notebook_04_runs() -> None:
     from tests.notebook_run import run_notebook
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from tests.dvc_copy import BETA_STAGES, make_copy, run
 
+
+pytestmark = pytest.mark.integration  # starts processes (tests/conftest.py: deselected by default, run in CI)
 
 def small(params: dict) -> None:
     params["ingest"]["limit"] = 60

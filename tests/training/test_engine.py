@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # starts processes (tests/conftest.py: deselected by default, run in CI)
+
 CASES = Path(__file__).with_name("engine_cases.py")
 NAMES = [
     "test_k_models_at_once_equal_separate_runs",

@@ -20,6 +20,8 @@ from tests.features.test_molecule_domain import NH4
 from tests.training.conftest import small_params
 from tests.training.test_predict import invoke, xyz_block
 
+pytestmark = pytest.mark.integration  # starts processes (tests/conftest.py: deselected by default, run in CI)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -129,6 +129,7 @@ def test_bad_fold_files_are_one_line(small_data, tmp_path):
     assert str(err.value) == f"{tmp_path / 'absent.parquet'}: not found (run `dvc repro split`)"
 
 
+@pytest.mark.integration
 def test_train_with_a_truncated_fold_file_is_one_line(small_data, tmp_path):
     """``qmlrp train`` end to end: one error line naming data/folds.parquet, exit status 2."""
     import os
