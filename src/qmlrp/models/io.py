@@ -74,15 +74,22 @@ def load_model(path: str | Path) -> GraphConvModel:
             model = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as err:  # noqa: BLE001 - Keras raises many types for a corrupt zip/config
             raise QmlrpError(f"{path}: corrupt or incompatible model file ({str(err).splitlines()[0][:200]})") from None
-        if not isinstance(model, GraphConvModel):
+        from qmlrp.models.equivariant import VectorGCModel
+
+        if not isinstance(model, (GraphConvModel, VectorGCModel)):
             raise QmlrpError(f"{path}: not a qmlrp GraphConvModel")
         return model
     from qmlrp.models.config import read_model_file
     from qmlrp.models.gc import build_model
 
+    from qmlrp.models.equivariant import build_vector_model, is_vector_metadata
+
     config, metadata, names, arrays = read_model_file(path)  # checked before anything is built
     try:
-        model = build_model(config, metadata=metadata)
+        if is_vector_metadata(metadata):
+            model = build_vector_model(config, metadata=metadata)
+        else:
+            model = build_model(config, metadata=metadata)
     except (TypeError, ValueError, KeyError) as err:
         raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
     assign_weights(model.weights, [w.path for w in model.weights], names, arrays, path)
