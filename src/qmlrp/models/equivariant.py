@@ -52,6 +52,9 @@ VECTOR_NAMES: tuple[str, ...] = ("dipole", "beta_vec")
 class VectorGCModel(keras.Model):
     """Weave trunk + :class:`EquivariantVectorHead`; output (n_molecules, 3 * n_vectors), a.u."""
 
+    needs_coordinates = True
+    """Its input dict must hold ``coordinates`` (read by :mod:`qmlrp.relevance.model_lrp` and predict)."""
+
     def __init__(self, input_layer: GraphInput, weave_modules: Sequence[WeaveModule], atom_embedding: AtomEmbedding,
                  head: EquivariantVectorHead, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

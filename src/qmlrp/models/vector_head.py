@@ -129,6 +129,11 @@ class EquivariantVectorHead(keras.layers.Layer):
         self.dipole = ChargeDipole(name="dipole")
         self.scaling = VectorScaling(self.n_vectors, name="vector_scaling")
 
+    @property
+    def n_outputs(self) -> int:
+        """Output width: 3 per vector."""
+        return 3 * self.n_vectors
+
     def build(self, h_shape: Any, *args: Any) -> None:
         d = int(h_shape[-1])
         for layer in self.hidden:
