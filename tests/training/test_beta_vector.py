@@ -104,3 +104,11 @@ def test_a_tiny_set_is_overfitted(small_data, tmp_path):
         tmp_path)
     got = json.loads(out.read_text())
     assert got["final"] < 0.15 * got["zero"], got
+
+
+def test_beta_parallel_loss_by_hand():
+    from qmlrp.training.vector_fit import beta_parallel_loss
+
+    y = np.array([[0.0, 0.0, 2.0, 0.0, 0.0, 10.0]])     # beta_par 6
+    pred = np.array([[0.0, 0.0, 1.0, 0.0, 0.0, -5.0]])  # beta_par -3
+    assert beta_parallel_loss(pred, y, 3.0, np.ones(1)) == pytest.approx(3.0, rel=1e-5)

@@ -46,6 +46,9 @@ class VectorFitConfig:
     seed: int = 20171010
     atom_bucket: int = 64
     pair_bucket: int = 1024
+    beta_parallel_weight: float = 0.0
+    """Weight of an extra loss term ``|beta_par(pred) - beta_par(y)| / sd(beta_par)`` (rotation-invariant
+    too; 0: the vectors alone)."""
 
 
 def vector_scales(y: np.ndarray, n_vectors: int = 2) -> np.ndarray:
@@ -63,6 +66,19 @@ def vector_loss(pred: Any, y: Any, scales: Any, weights: Any) -> Any:
     d = xp.reshape(pred - y, (pred.shape[0], n_vec, 3))
     err = xp.sqrt(xp.sum(d * d, axis=-1) + 1e-12) / scales
     return xp.sum(xp.sum(err, axis=-1) * weights) / xp.maximum(xp.sum(weights), 1.0)
+
+
+def beta_parallel_loss(pred: Any, y: Any, scale: float, weights: Any) -> Any:
+    """Weighted mean of ``|beta_par(pred) - beta_par(y)| / scale`` over molecules, beta_par = 3/5 beta_vec .
+    mu / |mu| from (n, 6) (|mu| softened by 1e-6 a.u.^2 inside the square root, so mu = 0 stays finite)."""
+    xp = _namespace(pred)
+
+    def par(v: Any) -> Any:
+        mu, beta = v[:, 0:3], v[:, 3:6]
+        return 0.6 * xp.sum(beta * mu, axis=-1) / xp.sqrt(xp.sum(mu * mu, axis=-1) + 1e-6)
+
+    err = xp.abs(par(pred) - par(y)) / scale
+    return xp.sum(err * weights) / xp.maximum(xp.sum(weights), 1.0)
 
 
 def _namespace(a: Any) -> Any:
@@ -124,10 +140,15 @@ def fit_vector(store: FeatureStore, y: np.ndarray, train: np.ndarray, validation
     tv = [jnp.asarray(v.value) for v in model.trainable_variables]
     ntv = [jnp.asarray(v.value) for v in model.non_trainable_variables]
     scales_j = jnp.asarray(scales, jnp.float32)
+    par_weight = float(config.beta_parallel_weight)
+    par_scale = float(np.std(parallel_from_vectors(y[train]))) if par_weight > 0 else 1.0
 
     def loss_fn(tv: Any, ntv: Any, inputs: Any, yb: Any, w: Any) -> Any:
         pred, new_ntv = model.stateless_call(tv, ntv, inputs, training=True)
-        return vector_loss(pred, yb, scales_j, w), new_ntv
+        loss = vector_loss(pred, yb, scales_j, w)
+        if par_weight > 0:
+            loss = loss + par_weight * beta_parallel_loss(pred, yb, par_scale, w)
+        return loss, new_ntv
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
