@@ -96,3 +96,13 @@ def test_missing_coordinates_is_one_line(model, inputs):
     bare = {k: v for k, v in inputs.items() if k != COORDINATES_KEY}
     with pytest.raises(ValueError, match="needs the input 'coordinates'"):
         ModelLRP(model, compile=False).explain_inputs(bare, {"eps": get_rule("eps")}, output=np.zeros((3, 6)))
+
+
+def test_atom_parts_sum_to_the_predicted_beta_parallel(model, inputs):
+    from qmlrp.relevance.vector_explain import atom_parts, beta_parallel_coefficients
+
+    y = np.asarray(model(inputs, training=False), np.float64)
+    parts = atom_parts(model, inputs, beta_parallel_coefficients(y))
+    beta_par = 0.6 * np.einsum("ni,ni->n", y[:, 3:], y[:, :3]) / np.linalg.norm(y[:, :3], axis=1)
+    sums = np.bincount(inputs["atom_molecule"], weights=parts, minlength=len(COUNTS))
+    np.testing.assert_allclose(sums, beta_par, rtol=1e-4, atol=1e-4)
