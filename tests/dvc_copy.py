@@ -28,7 +28,7 @@ def run(cmd: list[str], cwd: Path) -> str:
 
 
 BETA_STAGES = ("label_beta", "beta_data", "beta_learning_curve", "train_beta", "explain_beta", "compare_explanations",
-               "autoencoder")
+               "autoencoder", "train_beta_vector", "evaluate_beta_vector", "explain_beta_vector")
 """Stages that need the published labels (``labels/``, not copied) or the beta models."""
 
 
