@@ -63,7 +63,11 @@ def register(app: typer.Typer) -> None:
         from qmlrp.training.vector_stage import evaluate_vector
 
         m = evaluate_vector()
-        for key in ("equivariant_gc", "equivariant_linear", "invariant_gc"):
+        for key in ("equivariant_gc", "equivariant_linear"):
             if m.get(key):
-                typer.echo(f"{key}: beta_par MAE/MAD {m[key]['beta_parallel_mae_over_mad_fold_mean']:.3f} "
-                           f"(mean of folds)")
+                typer.echo(f"{key}: beta_par MAE/MAD {m[key]['beta_parallel_mae_over_mad_fold_mean']:.3f} (mean of "
+                           f"folds), pooled {m[key]['pooled']['beta_parallel']['mae_over_mad']:.3f}")
+        inv = m.get("invariant_gc")
+        if inv:
+            ratio = inv.get("mae_over_mad") or inv.get("pooled", {}).get("mae_over_mad")
+            typer.echo(f"invariant_gc: beta_par MAE/MAD {ratio:.3f}")
