@@ -81,3 +81,23 @@ def fit_linear(d_train: np.ndarray, y_train: np.ndarray, d_val: np.ndarray, y_va
         weights.append(_ridge(d_train, y_train[:, cols], best))
         chosen.append(float(best))
     return LinearVectorModel(np.stack(weights), tuple(chosen))
+
+
+def linear_learning_curve(store: FeatureStore, y: np.ndarray, folds_path: str, sizes: tuple[int, ...] = (104, 208, 416, 831),
+                          n_folds: int = 10, seed: int = 20171010) -> dict[int, dict[str, float]]:
+    """beta_par test MAE/MAD of the linear baseline against the number of training molecules: per fold,
+    nested seeded subsamples of the training set (the validation split unchanged); mean and sd over folds."""
+    from qmlrp.training.data import make_split
+    from qmlrp.training.vector_data import vector_metrics
+
+    d = descriptors(store, np.arange(len(store)))
+    ratios: dict[int, list[float]] = {n: [] for n in sizes}
+    for fold in range(n_folds):
+        split = make_split(store, folds_path, fold, 0.1, seed)
+        order = np.random.default_rng([seed, fold]).permutation(split.train)
+        for n in sizes:
+            train = np.sort(order[: min(n, order.size)])
+            model = fit_linear(d[train], y[train], d[split.validation], y[split.validation])
+            m = vector_metrics(y[split.test], model.predict(d[split.test]))
+            ratios[n].append(m["beta_parallel"]["mae_over_mad"])
+    return {n: {"mean": float(np.mean(r)), "sd": float(np.std(r, ddof=1))} for n, r in ratios.items()}
