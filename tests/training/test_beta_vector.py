@@ -112,3 +112,22 @@ def test_beta_parallel_loss_by_hand():
     y = np.array([[0.0, 0.0, 2.0, 0.0, 0.0, 10.0]])     # beta_par 6
     pred = np.array([[0.0, 0.0, 1.0, 0.0, 0.0, -5.0]])  # beta_par -3
     assert beta_parallel_loss(pred, y, 3.0, np.ones(1)) == pytest.approx(3.0, rel=1e-5)
+
+
+def test_stage_config_rejects_a_mistyped_key_in_one_line(tmp_path):
+    import yaml
+
+    from qmlrp.errors import QmlrpError
+    from qmlrp.training.vector_stage import stage_config
+    from tests.training.conftest import REPO_PARAMS
+
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    params["train_beta_vector"]["epoch"] = 3
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(QmlrpError, match=r"train_beta_vector: unknown key 'epoch' \(did you mean 'epochs'\?\)"):
+        stage_config(path)
+    del params["train_beta_vector"]["epoch"]
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    fit, model, labels = stage_config(path)
+    assert fit.epochs == 80 and model.head_units == (64,) and labels.endswith("rks-b3lyp5-6-31g")
