@@ -89,7 +89,8 @@ def test_scalars_sum_to_zero_and_any_origin_gives_the_same_vector(model, inputs)
         at = owner == m
         for origin in (np.zeros(3), np.array([100.0, -3.0, 2.0])):  # sum_a s_a (r_a - origin)
             v = np.einsum("av,ai->vi", s[at], r[at] - origin).reshape(-1)
-            np.testing.assert_allclose(v, out[m], atol=1e-4)
+            # float32 leaves sum(s) ~1e-6 off zero; that residual times the origin is the only allowed difference
+            np.testing.assert_allclose(v, out[m], atol=1e-4 + 2 * np.abs(sums[m]).max() * np.linalg.norm(origin))
         # the same as the raw q times r - (mean position): linear in q (the LRP rule)
         v = np.einsum("av,ai->vi", q[at], r[at] - r[at].mean(axis=0)).reshape(-1)
         np.testing.assert_allclose(v, out[m], atol=1e-4)
