@@ -27,7 +27,8 @@ def run(cmd: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-BETA_STAGES = ("label_beta", "beta_data", "train_beta", "explain_beta", "autoencoder")
+BETA_STAGES = ("label_beta", "beta_data", "train_beta", "explain_beta", "autoencoder", "train_beta_vector",
+               "evaluate_beta_vector", "explain_beta_vector")
 """Stages that need the published labels (``labels/``, not copied) or the beta models."""
 
 

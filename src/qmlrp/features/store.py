@@ -131,6 +131,12 @@ class FeatureStore:
         return MolecularGraph(self.atom_features[a], self.bonds[b].astype(np.int16), self.bond_types[b],
                               self.ring_masks[a], self.coordinates[a])
 
+    def atom_coordinates(self, positions: np.ndarray | Sequence[int]) -> np.ndarray:
+        """(n_atoms, 3) float32 coordinates (Angstrom, as ingested) of the molecules at ``positions``,
+        stacked in the atom order of :meth:`batch` for the same positions."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return np.asarray(self.coordinates[self._ranges(self.atom_offsets, self.n_atoms, positions)], np.float32)
+
     def batch(self, positions: np.ndarray | Sequence[int]) -> GraphBatch:
         """Ragged batch of the molecules at ``positions``, pair features expanded on the fly."""
         positions = np.asarray(positions, dtype=np.int64)

@@ -91,6 +91,23 @@ class ModelConfig:
             d = units
         return total + (d + 1) * n_outputs + 2 * n_outputs  # output layer and target scaling
 
+    def vector_weight_count(self, n_vectors: int = 2) -> int:
+        """Weights of the equivariant vector model (:mod:`qmlrp.models.equivariant`) built from this
+        config: the same trunk, then ``head_units`` per-atom layers on the embedding, the q layer
+        (``n_vectors`` outputs) and one scale per vector."""
+        d = N_GAUSSIANS * self.embedding_width
+        invariant_head = 0
+        for units in self.head_units:
+            invariant_head += (d + 1) * units
+            d = units
+        trunk = self.weight_count(1) - invariant_head - (d + 1) - 2
+        d = self.embedding_width
+        total = trunk
+        for units in self.head_units:
+            total += (d + 1) * units
+            d = units
+        return total + (d + 1) * n_vectors + n_vectors
+
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ModelConfig:
         """A config from a mapping (e.g. a model file's header); ValueError for unknown keys or bad values."""
@@ -129,9 +146,12 @@ def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, Any] | Non
         config = ModelConfig.from_params(header["config"])
         metadata = header.get("metadata")
         n_outputs = int((metadata or {}).get("n_outputs", 1))
+        vector = isinstance(metadata, dict) and metadata.get("head") == "equivariant_vector"
+        n_vectors = int(metadata.get("n_vectors", 2)) if vector else 0
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
-    declared, present = config.weight_count(n_outputs), sum(int(a.size) for a in arrays)
+    declared = config.vector_weight_count(n_vectors) if vector else config.weight_count(n_outputs)
+    present = sum(int(a.size) for a in arrays)
     if declared != present:
         raise QmlrpError(f"{path}: its architecture has {declared:,} weights but the file holds {present:,}")
     return config, metadata, list(header["names"]), arrays

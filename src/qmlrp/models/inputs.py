@@ -59,6 +59,9 @@ INPUT_DTYPES: dict[str, str] = {
     MOLECULE_ATOMS_KEY: "int32",
 }
 ATOM_MASK_KEY = "atom_mask"
+COORDINATES_KEY = "coordinates"
+"""Optional input of models that need geometry (the equivariant vector head,
+:mod:`qmlrp.models.equivariant`): (n_atoms, 3) float32, Angstrom. Other models ignore it."""
 """Optional input of padded batches: (n_atoms,) float32, 1 for real atoms, 0 for padding."""
 PADDED_INPUT_SHAPES: dict[str, tuple[int, ...]] = {**INPUT_SHAPES, ATOM_MASK_KEY: ()}
 PADDED_INPUT_DTYPES: dict[str, str] = {**INPUT_DTYPES, ATOM_MASK_KEY: "float32"}
@@ -123,7 +126,11 @@ def pad_inputs(
     out[MOLECULE_ATOMS_KEY][:n_mol] = inputs[MOLECULE_ATOMS_KEY]
     out[MOLECULE_ATOMS_KEY][sink] += atoms_to - n_atoms
     out[ATOM_MASK_KEY][:n_atoms] = 1.0
-    y_out = np.zeros((molecule_slots, 1), np.float32)
+    if COORDINATES_KEY in inputs:  # padding atoms sit at the origin, in the sink molecule
+        out[COORDINATES_KEY] = np.zeros((atoms_to, 3), np.float32)
+        out[COORDINATES_KEY][:n_atoms] = inputs[COORDINATES_KEY]
+    y = np.asarray(y, np.float32).reshape(n_mol, -1)
+    y_out = np.zeros((molecule_slots, y.shape[1]), np.float32)
     y_out[:n_mol] = y
     weight = np.zeros(molecule_slots, np.float32)
     weight[:n_mol] = 1.0

@@ -74,15 +74,22 @@ def load_model(path: str | Path) -> GraphConvModel:
             model = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as err:  # noqa: BLE001 - Keras raises many types for a corrupt zip/config
             raise QmlrpError(f"{path}: corrupt or incompatible model file ({str(err).splitlines()[0][:200]})") from None
-        if not isinstance(model, GraphConvModel):
+        from qmlrp.models.equivariant import VectorGCModel
+
+        if not isinstance(model, (GraphConvModel, VectorGCModel)):
             raise QmlrpError(f"{path}: not a qmlrp GraphConvModel")
         return model
     from qmlrp.models.config import read_model_file
     from qmlrp.models.gc import build_model
 
+    from qmlrp.models.equivariant import build_vector_model, is_vector_metadata
+
     config, metadata, names, arrays = read_model_file(path)  # checked before anything is built
     try:
-        model = build_model(config, metadata=metadata)
+        if is_vector_metadata(metadata):
+            model = build_vector_model(config, metadata=metadata)
+        else:
+            model = build_model(config, metadata=metadata)
     except (TypeError, ValueError, KeyError) as err:
         raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
     assign_weights(model.weights, [w.path for w in model.weights], names, arrays, path)
@@ -116,18 +123,24 @@ def inference_function(
     With TensorFlow the forward pass is a ``tf.function`` traced once for ragged (None) shapes;
     other backends get batches padded to bucketed sizes (see :func:`pad_inputs`).
     """
+    from qmlrp.models.inputs import COORDINATES_KEY
+
+    shapes, dtypes = dict(INPUT_SHAPES), dict(INPUT_DTYPES)
+    if getattr(model, "needs_coordinates", False):  # the equivariant vector model reads the geometry
+        shapes[COORDINATES_KEY], dtypes[COORDINATES_KEY] = (3,), "float32"
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), INPUT_DTYPES[k]) for k in INPUT_SHAPES}]
+        signature = [{k: tf.TensorSpec((None, *shapes[k]), dtypes[k]) for k in shapes}]
         fn: Any = tf.function(lambda inputs: model(inputs, training=False), input_signature=signature, autograph=False)
-        return lambda inputs: _squeezed(np.asarray(keras.ops.convert_to_numpy(fn(inputs))))
+        return lambda inputs: _squeezed(np.asarray(keras.ops.convert_to_numpy(fn({k: inputs[k] for k in shapes}))))
 
     def padded(inputs: dict[str, np.ndarray]) -> np.ndarray:
         # JAX & co. compile per input shape: pad to buckets so a few compiled shapes serve all.
         n = int(inputs[MOLECULE_ATOMS_KEY].shape[0])
         slots = -(-(n + 1) // bucket_molecules) * bucket_molecules
-        x, _, _ = pad_inputs(inputs, np.zeros((n, 1), np.float32), slots, bucket_atoms, bucket_pairs)
+        x, _, _ = pad_inputs({k: inputs[k] for k in shapes}, np.zeros((n, 1), np.float32), slots, bucket_atoms,
+                             bucket_pairs)
         return _squeezed(np.asarray(model.predict_on_batch(x))[:n])
 
     return padded

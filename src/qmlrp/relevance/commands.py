@@ -96,3 +96,16 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{name}: Spearman rho {r['spearman']['with_similar']['value']:.2f} vs "
                        f"{r['spearman']['with_control']['value']:.2f}, delta {d['value']:+.2f} "
                        f"[{d['p2_5']:+.2f}, {d['p97_5']:+.2f}]")
+
+    @app.command("explain-beta-vector")
+    def explain_beta_vector_command() -> None:
+        """The equivariant beta_par model explained: exact per-atom parts, LRP feature-type shares vs alpha/ZPVE."""
+        from qmlrp.relevance.vector_explain import explain_beta_vector
+
+        m = explain_beta_vector()
+        for key in ("hypothesis_beta_vector", "hypothesis_invariant_beta"):
+            r = m[key]["spearman"]
+            d = r["delta"]
+            typer.echo(f"{key}: Spearman rho with alpha {r['with_similar']['value']:.2f}, with ZPVE "
+                       f"{r['with_control']['value']:.2f}, delta {d['value']:+.2f} [{d['p2_5']:+.2f}, {d['p97_5']:+.2f}]")
+

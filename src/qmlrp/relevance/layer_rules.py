@@ -13,6 +13,9 @@ GaussianHistogram      molecules   sum over atoms by shares, memberships as fixe
 FeatureScaling         same        ``x * s``, s > 0, no bias: R passes unchanged
 TargetScaling          same        ``y = z * std + mean``: LRP-0 per output, the mean absorbed
 Dropout                same        identity at inference
+ChargeDipole           molecules   ``V_mv = sum_a q_av (r_a - rbar_m)``, linear in q: LRP-0, exact
+                                   (``R(q_av) = q_av (r_a - rbar) . R(V_mv) / V_mv``)
+VectorScaling          same        ``y = z * s_v``, s > 0, no bias: R passes unchanged
 =====================  ==========  ===========================================================
 
 Composite layers (weave module, head, model, input layer) have no function: the walk goes through
@@ -28,6 +31,7 @@ from keras import ops
 
 from qmlrp.models.layers import FeatureScaling, PairFromAtoms, Record, SplitDense, TargetScaling
 from qmlrp.models.readout import AtomEmbedding, GaussianHistogram
+from qmlrp.models.vector_head import ChargeDipole, VectorScaling
 from qmlrp.models.weave import PairToAtomSum
 from qmlrp.relevance.propagate import (
     PairIndex,
@@ -153,3 +157,27 @@ def target_scaling(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
 def dropout(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
     """Identity at inference."""
     return Propagated([r_out[0]], None, None)
+
+
+@register(VectorScaling, rows="same")
+def vector_scaling(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """``y = z * s_v`` with s > 0 and no bias: R passes unchanged."""
+    return Propagated([r_out[0]], None, None)
+
+
+@register(ChargeDipole, rows="molecules")
+def charge_dipole(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """Inputs ``(q (n_atoms, V), coordinates, Z, atom_molecule)``, output (n_molecules, 3V). The output
+    is linear in q with coefficients ``g_a = r_a - rbar_m`` (recorded as ``g``), no bias: each component's
+    relevance goes to the atoms by their exact contributions ``q_av g_ai``; coordinates, Z and indices
+    get none (they are the geometry the vectors are expressed in, not features)."""
+    q, _, _, atom_molecule = rec.inputs
+    q = ctx.cast(q)
+    g = ctx.cast(rec.extras["g"])  # (n_atoms, 3)
+    out = ctx.cast(rec.outputs)
+    n_vec = ops.shape(q)[-1]
+    w = ops.reshape(safe_divide(r_out[0], out), (-1, n_vec, 3))  # R / V per molecule, vector, component
+    w_atoms = ops.take(w, atom_molecule, axis=0)  # (n_atoms, V, 3)
+    r_q = q * ops.sum(w_atoms * g[:, None, :], axis=-1)
+    absorbed = ops.sum(r_out[0], axis=-1) - ctx.per_molecule(ops.sum(r_q, axis=-1), "atoms")
+    return Propagated([r_q, None, None, None], absorbed, None)

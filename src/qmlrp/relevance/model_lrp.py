@@ -31,6 +31,7 @@ from qmlrp.features.batch import GraphBatch
 from qmlrp.models.inputs import (
     ATOM_FEATURES_KEY,
     ATOM_MOLECULE_KEY,
+    COORDINATES_KEY,
     INPUT_DTYPES,
     INPUT_SHAPES,
     MOLECULE_ATOMS_KEY,
@@ -41,6 +42,9 @@ from qmlrp.models.inputs import (
 from qmlrp.relevance import layer_rules  # noqa: F401  (registers the relevance functions)
 from qmlrp.relevance.rules import Composite, Rule, as_composite
 from qmlrp.relevance.walk import Context, TensorInfo, annotate, backward
+
+_SHAPES: dict[str, tuple[int, ...]] = {**INPUT_SHAPES, COORDINATES_KEY: (3,)}
+_DTYPES: dict[str, str] = {**INPUT_DTYPES, COORDINATES_KEY: "float32"}
 
 OutputSelection = int | Sequence[float] | np.ndarray | None
 """Which output to explain: a unit index, coefficients ``c`` (n_outputs,) of ``sum_k c_k y_k``,
@@ -261,6 +265,9 @@ class ModelLRP:
         self.model = as_float64(model) if self.dtype == "float64" else model
         self.compile = compile and keras.backend.backend() == "tensorflow"
         self.n_outputs = int(getattr(getattr(model, "head", None), "n_outputs", 1))
+        # models that read the geometry (the equivariant vector head) get the coordinates too
+        self.input_keys = (*INPUT_SHAPES, COORDINATES_KEY) if getattr(model, "needs_coordinates", False) \
+            else tuple(INPUT_SHAPES)
         self._functions: dict[_Key, Callable[[dict[str, Any]], Any]] = {}
 
     # -- public -------------------------------------------------------------------------------
@@ -281,7 +288,9 @@ class ModelLRP:
         n_mol = int(np.asarray(inputs[MOLECULE_ATOMS_KEY]).shape[0])
         coef = output_coefficients(output, self.n_outputs, n_mol).astype(self.dtype)
         fn = self._function(_Key(tuple(comps.items()), tuple(keep)))
-        feed = {k: np.asarray(inputs[k], INPUT_DTYPES[k]) for k in INPUT_SHAPES}
+        if COORDINATES_KEY in self.input_keys and COORDINATES_KEY not in inputs:
+            raise ValueError(f"this model needs the input {COORDINATES_KEY!r} (n_atoms, 3), Angstrom")
+        feed = {k: np.asarray(inputs[k], _DTYPES[k]) for k in self.input_keys}
         if self.dtype == "float64":
             feed = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feed.items()}
         out = fn(feed, coef)
@@ -325,9 +334,9 @@ class ModelLRP:
             if self.compile:
                 import tensorflow as tf
 
-                dtypes = {k: ("float64" if self.dtype == "float64" and v == "float32" else v)
-                          for k, v in INPUT_DTYPES.items()}
-                signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), dtypes[k]) for k in INPUT_SHAPES},
+                dtypes = {k: ("float64" if self.dtype == "float64" and _DTYPES[k] == "float32" else _DTYPES[k])
+                          for k in self.input_keys}
+                signature = [{k: tf.TensorSpec((None, *_SHAPES[k]), dtypes[k]) for k in self.input_keys},
                              tf.TensorSpec((None, self.n_outputs), self.dtype)]
                 self._functions[key] = tf.function(run, input_signature=signature, autograph=False)
             else:

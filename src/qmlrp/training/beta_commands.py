@@ -1,4 +1,5 @@
-"""CLI commands of the β∥ model's stages: ``qmlrp beta-data`` and ``qmlrp beta-learning-curve``."""
+"""CLI commands of the β∥ model's stages: ``qmlrp beta-data``, ``qmlrp beta-learning-curve`` and the
+equivariant vector model's ``qmlrp train-beta-vector --fold k`` and ``qmlrp evaluate-beta-vector``."""
 
 from __future__ import annotations
 
@@ -41,3 +42,32 @@ def register(app: typer.Typer) -> None:
             sd = "" if s["mae_sd"] is None else f" ± {s['mae_sd']:.3g}"
             ratio = "n/a" if s["mae_over_mad"] is None else f"{s['mae_over_mad']:.3g}"
             typer.echo(f"n_train {s['n_train']}: test MAE {s['mae_mean']:.4g}{sd} {m['units']} (MAE/MAD {ratio})")
+
+    @app.command("train-beta-vector")
+    def train_beta_vector_command(fold: int = typer.Option(..., "--fold", help="Test fold of data/beta/folds.parquet."),
+                                  params: Path = PARAMS) -> None:
+        """The equivariant mu/beta_vec model and its linear baseline on one fold (beta_par derived)."""
+        from qmlrp.training.backend import use_jax_backend
+
+        use_jax_backend()
+        from qmlrp.training.vector_stage import train_vector_fold
+
+        s = train_vector_fold(fold, params)
+        b = s["beta_parallel"]
+        typer.echo(f"beta_vector fold {fold}: beta_par test MAE {b['mae']:.4g} a.u. = {b['mae_over_mad']:.3f} x MAD "
+                   f"(linear {s['linear_beta_parallel_mae_over_mad']:.3f}); sign right {s['beta_parallel_sign_accuracy']:.3f}")
+
+    @app.command("evaluate-beta-vector")
+    def evaluate_beta_vector_command(params: Path = PARAMS) -> None:
+        """metrics/beta_vector.json: the equivariant GC, the equivariant linear model and the invariant GC."""
+        from qmlrp.training.vector_stage import evaluate_vector
+
+        m = evaluate_vector()
+        for key in ("equivariant_gc", "equivariant_linear"):
+            if m.get(key):
+                typer.echo(f"{key}: beta_par MAE/MAD {m[key]['beta_parallel_mae_over_mad_fold_mean']:.3f} (mean of "
+                           f"folds), pooled {m[key]['pooled']['beta_parallel']['mae_over_mad']:.3f}")
+        inv = m.get("invariant_gc")
+        if inv:
+            ratio = inv.get("mae_over_mad") or inv.get("pooled", {}).get("mae_over_mad")
+            typer.echo(f"invariant_gc: beta_par MAE/MAD {ratio:.3f}")

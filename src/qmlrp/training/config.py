@@ -46,7 +46,12 @@ TARGETS: dict[str, Target] = {
     "frequencies": Target("frequencies", "frequencies_cm1", "cm^-1", n_outputs=81),
     "omega1": Target("omega1", "frequencies_cm1", "cm^-1"),
     "beta": Target("beta", "beta_parallel_au", "a.u.", dataset="beta"),
+    # mu (3) and beta_vec (3) in the QM9 frame from the labels' tensors; beta_par derived (issue 18). Trained
+    # by `qmlrp train-beta-vector` (src/qmlrp/training/vector_stage.py), not by the shared engine.
+    "beta_vector": Target("beta_vector", "dipole_au+beta_au", "a.u.", n_outputs=6, dataset="beta"),
 }
+VECTOR_TARGETS: tuple[str, ...] = ("beta_vector",)
+"""Targets of the equivariant vector model (their own training stage and prediction format)."""
 
 
 def get_target(name: str) -> Target:

@@ -75,9 +75,15 @@ class Ensemble:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
         """``{target: (mean, sd, n_models)}``, mean and sd (n,) -- (n, n_outputs) for a vector head;
         sd is the sample sd over the fold models."""
+        from qmlrp.training.config import VECTOR_TARGETS
+        from qmlrp.training.vector_data import parallel_from_vectors
+
         out = {}
         for target, functions in self.forward.items():
             values = np.stack([f(inputs) for f in functions])  # (n_models, n_molecules[, n_outputs])
+            if target in VECTOR_TARGETS:  # [mu (3), beta_vec (3)] + beta_par of each model (column 6)
+                par = np.stack([parallel_from_vectors(v) for v in values])
+                values = np.concatenate([values, par[..., None]], axis=-1)
             sd = values.std(axis=0, ddof=1) if len(functions) > 1 else np.zeros(values.shape[1:])
             out[target] = (values.mean(axis=0), sd, len(functions))
         return out
@@ -159,12 +165,20 @@ def predict_featurized(featurized: Sequence[Featurized], ensemble: Ensemble, bat
     predictions: list[Prediction] = []
     for start in range(0, len(featurized), batch_size):
         chunk = featurized[start : start + batch_size]
+        from qmlrp.models.inputs import COORDINATES_KEY
+        from qmlrp.training.config import VECTOR_TARGETS
+
         batch = make_batch([f.graph for f in chunk], np.arange(len(chunk)))
-        result = ensemble.predict(batch_to_inputs(batch))
+        inputs = batch_to_inputs(batch)
+        inputs[COORDINATES_KEY] = np.concatenate([np.asarray(f.graph.coordinates, np.float32) for f in chunk])
+        result = ensemble.predict(inputs)
         for k, item in enumerate(chunk):
             m = item.molecule
             row = Prediction(m.file, m.name, int(m.atomic_numbers.size), warnings=list(item.warnings))
             for target, (mean, sd, n_models) in result.items():
+                if target in VECTOR_TARGETS:  # beta_par (mean +- sd over the models) with the vectors
+                    row.values[target] = _vector_value(mean[k], sd[k], ensemble.units[target], n_models)
+                    continue
                 if np.ndim(mean) == 2:  # a vector head: the frequencies, only the molecule's real modes
                     row.values[target] = _modes_value(mean[k], sd[k], m, ensemble.units[target], n_models)
                     continue
@@ -172,6 +186,16 @@ def predict_featurized(featurized: Sequence[Featurized], ensemble: Ensemble, bat
                                       "units": ensemble.units[target], "n_models": n_models}
             predictions.append(row)
     return predictions
+
+
+def _vector_value(mean: np.ndarray, sd: np.ndarray, units: str, n_models: int) -> dict[str, Any]:
+    """The equivariant model's prediction: ``mean``/``sd`` of beta_par (3/5 beta_vec . mu_hat, a.u., over
+    the fold models), and ``mu``, ``beta_vec`` (3, a.u., the input geometry's frame) with their sds."""
+    many = n_models > 1
+    return {"mean": float(mean[6]), "sd": float(sd[6]) if many else None, "units": units, "n_models": n_models,
+            "quantity": "beta_parallel = 3/5 beta_vec . mu_hat",
+            "mu": [float(v) for v in mean[0:3]], "mu_sd": [float(v) for v in sd[0:3]] if many else None,
+            "beta_vec": [float(v) for v in mean[3:6]], "beta_vec_sd": [float(v) for v in sd[3:6]] if many else None}
 
 
 def _modes_value(mean: np.ndarray, sd: np.ndarray, molecule: MoleculeInput, units: str, n_models: int

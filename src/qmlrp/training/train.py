@@ -190,6 +190,13 @@ def train_program(
     log: bool = True,
 ) -> list[dict[str, Any]]:
     """Train every ``(target, fold)`` of ``jobs`` in one program; write each run; the summaries."""
+    from qmlrp.errors import QmlrpError
+    from qmlrp.training.config import VECTOR_TARGETS
+
+    vector = sorted({t for t, _ in jobs if t in VECTOR_TARGETS})
+    if vector:
+        raise QmlrpError(f"target {vector[0]!r} is trained by `qmlrp train-beta-vector --fold K` "
+                         "(the equivariant vector model), not by `qmlrp train`")
     t0, cpu0 = time.perf_counter(), time.process_time()
     store = FeatureStore.open(features)
     pairs = [fold_run(store, table, folds_path, target, fold, config) for target, fold in jobs]

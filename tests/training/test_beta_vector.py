@@ -1,0 +1,133 @@
+"""The beta_vector target (issue 18): labels -> vectors, loss and metrics by hand, the linear baseline,
+and a tiny set overfitted by the equivariant GC."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qmlrp.training.vector_data import parallel_from_vectors, vector_metrics, vectors_from_labels
+from qmlrp.training.vector_fit import vector_loss, vector_scales
+
+
+def test_vectors_from_labels_and_beta_parallel():
+    rng = np.random.default_rng(0)
+    beta = rng.normal(size=(4, 3, 3, 3))
+    beta = (beta + beta.transpose(0, 2, 1, 3) + beta.transpose(0, 3, 2, 1) + beta.transpose(0, 1, 3, 2)
+            + beta.transpose(0, 2, 3, 1) + beta.transpose(0, 3, 1, 2)) / 6  # fully symmetric (static beta)
+    mu = rng.normal(size=(4, 3))
+    v = vectors_from_labels(mu, beta.reshape(4, 27))
+    np.testing.assert_allclose(v[:, 3:], np.einsum("nijj->ni", beta))
+    # the labels' definition: (1 / 5|mu|) sum_ij mu_j (beta_jii + beta_iji + beta_iij)
+    definition = np.einsum("nj,njii->n", mu, beta) * 3 / (5 * np.linalg.norm(mu, axis=1))
+    np.testing.assert_allclose(parallel_from_vectors(v), definition, rtol=1e-12)
+
+
+def test_loss_on_a_known_vector_is_the_hand_value():
+    y = np.array([[0.0, 0.0, 1.0, 10.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
+    pred = np.array([[0.0, 3.0, 5.0, 10.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0, 6.0, 8.0]])
+    scales = np.array([0.5, 2.0])
+    # molecule 0: |(0, 3, 4)| / 0.5 = 10; molecule 1: |(0, 6, 8)| / 2 = 5
+    assert vector_loss(pred, y, scales, np.ones(2)) == pytest.approx(7.5, rel=1e-6)
+    assert vector_loss(pred, y, scales, np.array([1.0, 0.0])) == pytest.approx(10.0, rel=1e-6)
+    import jax.numpy as jnp
+
+    assert float(vector_loss(jnp.asarray(pred), jnp.asarray(y), jnp.asarray(scales), jnp.ones(2))) == pytest.approx(7.5, rel=1e-5)
+    np.testing.assert_allclose(vector_scales(y), [np.sqrt(4 / 6), np.sqrt(100 / 6)])  # rms component
+
+
+def test_metrics_by_hand():
+    y = np.array([[0, 0, 1, 0, 0, 10.0], [0, 0, 1, 0, 0, -10.0]])
+    p = np.array([[0, 0, 2, 0, 0, 5.0], [0, 0, 1, 0, 0, 10.0]])
+    m = vector_metrics(y, p)
+    # beta_par: true (6, -6), predicted (3, 6): MAE (3 + 12) / 2, MAD 6, one sign right
+    assert m["beta_parallel"]["mae"] == pytest.approx(7.5)
+    assert m["beta_parallel"]["mad"] == pytest.approx(6.0)
+    assert m["beta_parallel_sign_accuracy"] == pytest.approx(0.5)
+    assert m["mu_norm"]["mae"] == pytest.approx(0.5)
+    assert m["component_mae"]["beta_vec_z"] == pytest.approx(12.5)
+
+
+def test_linear_baseline_recovers_a_linear_teacher(small_data):
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.training.vector_linear import atom_environment, descriptors, fit_linear
+
+    store = FeatureStore.open(small_data / "data" / "features")
+    pos = np.arange(len(store))
+    x, r, owner = atom_environment(store, pos)
+    w = np.random.default_rng(0).normal(size=(2, x.shape[1]))
+    # teacher: q = w . x, centred per molecule, times r - (centre): the baseline's own family
+    y = np.zeros((len(pos), 6))
+    for m in pos:
+        at = owner == m
+        for v in range(2):
+            q = x[at] @ w[v]
+            y[m, 3 * v:3 * v + 3] = ((q - q.mean())[:, None] * r[at]).sum(axis=0)
+    d = descriptors(store, pos)
+    model = fit_linear(d[:40], y[:40], d[40:50], y[40:50])
+    pred = model.predict(d[50:])
+    assert np.abs(pred - y[50:]).max() < 1e-3 * np.abs(y[50:]).max()
+
+
+def test_a_tiny_set_is_overfitted(small_data, tmp_path):
+    """16 molecules, a target the head can represent (a teacher of the same family) : the training
+    loss falls far below the untrained model's."""
+    from tests.training.conftest import run_in_jax
+
+    out = tmp_path / "fit.json"
+    run_in_jax(
+        "import json, numpy as np\n"
+        "from qmlrp.features.store import FeatureStore\n"
+        "from qmlrp.models.config import ModelConfig\n"
+        "from qmlrp.training.vector_fit import VectorFitConfig, fit_vector, predict_vectors, vector_loss, vector_scales\n"
+        "from qmlrp.training.vector_linear import atom_environment\n"
+        f"store = FeatureStore.open({str(small_data / 'data' / 'features')!r})\n"
+        "pos = np.arange(len(store))\n"
+        "x, r, owner = atom_environment(store, pos)\n"
+        "w = np.random.default_rng(1).normal(size=(2, x.shape[1]))\n"
+        "y = np.zeros((len(pos), 6))\n"
+        "for m in pos:\n"
+        "    at = owner == m\n"
+        "    for v in range(2):\n"
+        "        q = np.tanh(x[at] @ w[v])\n"
+        "        y[m, 3*v:3*v+3] = ((q - q.mean())[:, None] * r[at]).sum(axis=0)\n"
+        "train = pos[:16]\n"
+        "cfg = ModelConfig(depth=2, atom_width=32, pair_width=32, atom_hidden=32, pair_hidden=32, embedding_width=32, head_units=(32,))\n"
+        "res = fit_vector(store, y, train, train, cfg, VectorFitConfig(epochs=150, batch_size=8, learning_rate=3e-3,"
+        " lr_patience=1000, early_stopping_patience=1000, atom_bucket=64, pair_bucket=512), 0, log=False)\n"
+        "s = np.asarray(res.scales)\n"
+        "final = float(vector_loss(predict_vectors(res.model, store, train), y[train], s, np.ones(16)))\n"
+        "zero = float(vector_loss(np.zeros((16, 6)), y[train], s, np.ones(16)))\n"
+        f"json.dump({{'final': final, 'zero': zero}}, open({str(out)!r}, 'w'))\n",
+        tmp_path)
+    got = json.loads(out.read_text())
+    assert got["final"] < 0.15 * got["zero"], got
+
+
+def test_beta_parallel_loss_by_hand():
+    from qmlrp.training.vector_fit import beta_parallel_loss
+
+    y = np.array([[0.0, 0.0, 2.0, 0.0, 0.0, 10.0]])     # beta_par 6
+    pred = np.array([[0.0, 0.0, 1.0, 0.0, 0.0, -5.0]])  # beta_par -3
+    assert beta_parallel_loss(pred, y, 3.0, np.ones(1)) == pytest.approx(3.0, rel=1e-5)
+
+
+def test_stage_config_rejects_a_mistyped_key_in_one_line(tmp_path):
+    import yaml
+
+    from qmlrp.errors import QmlrpError
+    from qmlrp.training.vector_stage import stage_config
+    from tests.training.conftest import REPO_PARAMS
+
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    params["train_beta_vector"]["epoch"] = 3
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(QmlrpError, match=r"train_beta_vector: unknown key 'epoch' \(did you mean 'epochs'\?\)"):
+        stage_config(path)
+    del params["train_beta_vector"]["epoch"]
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    fit, model, labels = stage_config(path)
+    assert fit.epochs == 80 and model.head_units == (64,) and labels.endswith("rks-b3lyp5-6-31g")
