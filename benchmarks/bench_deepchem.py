@@ -133,12 +133,13 @@ def export(features: str, table: str, n: int, path: str) -> None:
              y=np.asarray(y, np.float64))
 
 
-def run_worker(python: str, kind: str, data: str, epochs: int, batch: int) -> dict:
-    cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--data", data, "--epochs", str(epochs),
+def run_worker(python: str, kind: str, data: str, epochs: int, batch: int, src: Path = ROOT / "src") -> dict:
+    worker = "qmlrp" if kind.startswith("qmlrp") else kind
+    cmd = [python, str(Path(__file__).resolve()), "--worker", worker, "--data", data, "--epochs", str(epochs),
            "--batch", str(batch)]
     env = dict(os.environ)
-    if kind == "qmlrp":
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if worker == "qmlrp":
+        env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         wall = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--deepchem-python", default=str(ROOT / "benchmarks" / ".venv-deepchem" / "bin" / "python"))
     parser.add_argument("--no-batch-norm-variant", action="store_true",
                         help="skip DeepChem with batch_normalize=False")
+    parser.add_argument("--baseline-src", help="also run fit() from this other checkout's src/ (row qmlrp-baseline)")
     parser.add_argument("--worker", choices=["qmlrp", "deepchem", "deepchem-nobn"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,6 +185,8 @@ def main() -> None:
     if not Path(args.deepchem_python).exists():
         raise SystemExit(f"{args.deepchem_python}: no DeepChem environment (see benchmarks/README.md)")
     kinds = {"qmlrp": sys.executable, "deepchem": args.deepchem_python}
+    if args.baseline_src:
+        kinds["qmlrp-baseline"] = sys.executable
     if not args.no_batch_norm_variant:
         kinds["deepchem-nobn"] = args.deepchem_python
     results: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -193,7 +197,8 @@ def main() -> None:
         for r in range(args.rounds):
             order = list(kinds) if r % 2 == 0 else list(reversed(kinds))
             for kind in order:
-                res = run_worker(kinds[kind], kind, data, args.epochs, args.batch)
+                src = Path(args.baseline_src) if kind == "qmlrp-baseline" else ROOT / "src"
+                res = run_worker(kinds[kind], kind, data, args.epochs, args.batch, src)
                 results[kind].append(res)
                 per = statistics.median(res["epoch_cpu"]) * EPOCH_MOLECULES / n
                 print(f"round {r + 1} {kind:>13}: {per:7.1f} CPU-s/epoch (118k), epochs "
