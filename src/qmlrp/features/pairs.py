@@ -58,24 +58,33 @@ def expand_pairs(
     gj = lj + offsets[pair_molecule]
 
     features = np.zeros((len(li), N_PAIR_FEATURES), dtype=np.float32)
+    # one flat index into the (n_mol, size, size) per-molecule matrices serves every gather below
+    flat = (pair_molecule.astype(np.int64) * size + li) * size + lj
     bond_code = np.full((n_mol, size, size), -1, dtype=np.int8)
     bond_code[bond_molecule, bond_local[:, 0], bond_local[:, 1]] = bond_types
-    code = bond_code[pair_molecule, li, lj]
+    code = bond_code.reshape(-1)[flat]
     bonded = code >= 0
     features[np.nonzero(bonded)[0], code[bonded]] = 1.0
 
+    # hops[m, i, j]: the smallest d in GRAPH_DISTANCES with j reachable from i in d bonds (else a
+    # sentinel past the last), from boolean powers of (adjacency + I); the pairs' columns
+    # "graph distance <= d" are then one gather and a comparison
     adjacency = np.zeros((n_mol, size, size), dtype=np.float32)
     adjacency[bond_molecule, bond_local[:, 0], bond_local[:, 1]] = 1.0
     adjacency[bond_molecule, bond_local[:, 1], bond_local[:, 0]] = 1.0
     step = adjacency + np.eye(size, dtype=np.float32)
     reach = adjacency > 0
+    hops = np.zeros((n_mol, size, size), dtype=np.int8)  # reach only grows: count the columns not reached
     for column, _d in enumerate(GRAPH_DISTANCES):
         if column:
             reach = (reach.astype(np.float32) @ step) > 0
-        features[:, 4 + column] = reach[pair_molecule, li, lj]
+        hops += ~reach
+    pair_hops = hops.reshape(-1)[flat]
+    features[:, 4:4 + len(GRAPH_DISTANCES)] = pair_hops[:, None] <= np.arange(len(GRAPH_DISTANCES), dtype=np.int8)
 
     features[:, 11] = (ring_masks[gi] & ring_masks[gj]) != 0
-    features[:, 12] = np.linalg.norm(coordinates[gi] - coordinates[gj], axis=1)
+    d = coordinates[gi] - coordinates[gj]
+    features[:, 12] = np.sqrt(np.add.reduce(d * d, axis=1))  # np.linalg.norm(d, axis=1), without its copies
     return features, np.stack([gi, gj], axis=1).astype(np.int32), pair_molecule
 
 

@@ -256,12 +256,12 @@ class PairFromAtoms(keras.layers.Layer):
         """Return ``(z_ij, z_ji)``, each (n_pairs, units), for pairs ``pair_atoms`` (n_pairs, 2)."""
         # (n_atoms, 2*units) = [U | V] in one matmul.
         projected = ops.matmul(atoms, ops.concatenate([self.kernel_first, self.kernel_second], axis=1))
-        u = projected[:, : self.units]
-        v = projected[:, self.units :]
-        i = pair_atoms[:, 0]
-        j = pair_atoms[:, 1]
-        u_i, u_j = ops.take(u, i, axis=0), ops.take(u, j, axis=0)
-        v_i, v_j = ops.take(v, i, axis=0), ops.take(v, j, axis=0)
+        # One gather per pair end of the whole [U | V] row (the backward pass: two scatter-adds of
+        # 2*units-wide rows instead of four of units-wide ones); the same numbers as four gathers.
+        at_i = ops.take(projected, pair_atoms[:, 0], axis=0)  # [U_i | V_i]
+        at_j = ops.take(projected, pair_atoms[:, 1], axis=0)  # [U_j | V_j]
+        u_i, v_i = at_i[:, : self.units], at_i[:, self.units :]
+        u_j, v_j = at_j[:, : self.units], at_j[:, self.units :]
         return u_i + v_j + self.bias, u_j + v_i + self.bias
 
     def forward(self, atoms: Any, pair_atoms: Any, tape: Tape | None = None) -> Any:
