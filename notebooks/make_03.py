@@ -48,8 +48,8 @@ len(store)"""),
 How many modes does QM9 list? 3N−6 for every non-linear molecule, 3N−5 for linear ones (every atom on one axis).
 The target vector sorts them high → low (index 0 is ω₁, the highest frequency) and pads with NaN to 81 = 3·29−6."""),
     code("""from qmlrp.training.config import get_target
-from qmlrp.training.data import load_targets
-from qmlrp.training.spectra import is_linear, n_modes
+from qmlrp.targets.labels import load_labels
+from qmlrp.targets.spectra import is_linear, n_modes
 
 listed = table["frequencies_cm1"].map(len)
 expected = [n_modes(int(n), is_linear(np.asarray(xyz).reshape(-1, 3)))
@@ -57,7 +57,7 @@ expected = [n_modes(int(n), is_linear(np.asarray(xyz).reshape(-1, 3)))
 print("molecules whose listed mode count is 3N-6 (or 3N-5 when linear):", int((listed == expected).sum()), "of", len(table))
 
 frequencies = get_target("frequencies")
-y = load_targets(store, work / "qm9.parquet", frequencies)
+y = load_labels(store, work / "qm9.parquet", frequencies)
 print("target array:", y.shape, "| real modes per molecule:", np.isfinite(y).sum(1).min(), "to", np.isfinite(y).sum(1).max())
 print("first molecule, highest five (cm^-1):", np.round(y[0, :5], 1), "| descending:", bool(np.all(np.diff(y[0][np.isfinite(y[0])]) <= 0)))"""),
     md("""## One joint frequency model and one ω₁-only model
@@ -88,7 +88,7 @@ MAE over all real modes, per mode index, ω₁ from the joint and from the separ
 is 3.15 cm⁻¹ on full QM9), and two spectrum-level scores on the stick spectra: the spectral information similarity
 (SIS, Gaussian broadening of 15 cm⁻¹; 1 = identical) and the Wasserstein-1 distance (cm⁻¹: the mean shift that
 turns one spectrum into the other)."""),
-    code("""from qmlrp.training.spectra import label_mad, masked_mae, spectrum_scores
+    code("""from qmlrp.targets.spectra import label_mad, masked_mae, spectrum_scores
 
 truth = y[test]
 per_mode = [masked_mae(pred[:, k], truth[:, k]) for k in range(81)]

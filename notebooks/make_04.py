@@ -82,7 +82,7 @@ with the Weave model frozen."""),
 from qmlrp.models.config import ModelConfig
 from qmlrp.models.gc import build_model
 from qmlrp.models.inputs import batch_to_inputs
-from qmlrp.training.combined import combined_mae, finetune
+from qmlrp.stages.combined import combined_mae, finetune
 
 weave = build_model(ModelConfig(atom_width=16, pair_width=16, atom_hidden=16, pair_hidden=16,
                                 embedding_width=32, head_units=(64,)))

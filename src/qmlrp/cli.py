@@ -83,7 +83,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "qmlrp.training.predict",
     "qmlrp.relevance.commands",
     "qmlrp.labels.commands",
-    "qmlrp.training.autoencoder",
+    "qmlrp.stages.autoencoder",
     "qmlrp.training.beta_commands",
 )
 

@@ -11,6 +11,10 @@ FEATURIZE_FAILURES = Path("data/featurize_failures.csv")
 FOLDS = Path("data/folds.parquet")
 METRICS = Path("metrics")
 MODELS = Path("models")
+CRIPPEN_MODEL = Path("models/crippen/model.npz")
+"""The Weave model trained on Crippen logP (stage ``train_crippen``)."""
+CRIPPEN_RESULTS = Path("models/crippen")
+"""Its split.json (test ids), history.csv and run.json."""
 PUBLISHED_MODELS = Path(__file__).resolve().parents[2] / "studies" / "qm9-full" / "models"
 """The full study's published ensemble (all of QM9; ``<target>/fold<k>.npz``), in the repository
 checkout the package is installed from; ``predict`` and ``explain`` use it when ``models/`` has none."""

@@ -83,7 +83,8 @@ def test_config_rejects_unknown_rule() -> None:
 
 def test_ground_truth_plumbing(workspace: Path) -> None:
     from qmlrp.features.store import FeatureStore
-    from qmlrp.relevance.ground_truth import crippen_data, run_ground_truth
+    from qmlrp.relevance.ground_truth import run_ground_truth
+    from qmlrp.targets.crippen import crippen_data
     from qmlrp.relevance.rules import resolve_rules
     from rdkit.Chem import Crippen
 

@@ -140,7 +140,7 @@ def test_weights_file_is_compact_deterministic_and_reloads(store: FeatureStore, 
 
 def test_masked_loss_ignores_padding(store: FeatureStore, monkeypatch: pytest.MonkeyPatch) -> None:
     import qmlrp.training.engine as engine
-    from qmlrp.training.spectra import masked_mae
+    from qmlrp.targets.spectra import masked_mae
     from qmlrp.training.train import predict_positions
 
     cfg = config(epochs=2)
@@ -168,7 +168,7 @@ def test_masked_loss_ignores_padding(store: FeatureStore, monkeypatch: pytest.Mo
 
 
 def test_vector_model_overfits_a_tiny_set(store: FeatureStore) -> None:
-    from qmlrp.training.spectra import label_mad
+    from qmlrp.targets.spectra import label_mad
 
     # one batch of all 16 molecules (BatchNorm's batch statistics then match its moving ones) and a
     # constant rate: 81 outputs need a steadier descent than one (measured: ~0.035 MAD at 150 epochs)

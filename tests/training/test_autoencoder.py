@@ -77,7 +77,7 @@ def test_dvc_stage_depends_on_each_combined_model() -> None:
     assert set(targets) == {"alpha", "zpve", "omega1", "frequencies", "beta"}
     for target in targets:
         assert f"models/{target}/fold${{autoencoder.fold}}.npz" in deps
-    assert "data/beta" in deps and "src/qmlrp/training/combined.py" in deps
+    assert "data/beta" in deps and "src/qmlrp/stages" in deps
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_vector_combined_mae_ignores_padding(small_data, tmp_path) -> None:
 
     from qmlrp.features.store import FeatureStore
     from qmlrp.models.autoencoder import AutoencoderConfig, TiedAutoencoder, save_autoencoder
-    from qmlrp.training.combined import combined_mae, finetune, labelled, masked_standardised_mae
+    from qmlrp.stages.combined import combined_mae, finetune, labelled, masked_standardised_mae
 
     store = FeatureStore.open(small_data / "data" / "features")
     positions = np.arange(12)
@@ -176,10 +176,11 @@ def test_stage_end_to_end(small_data, trained, beta_small, tmp_path) -> None:
     from qmlrp.models.autoencoder import FEATURE_TYPES, load_autoencoder
     from qmlrp.models.inputs import batch_to_inputs
     from qmlrp.models.io import load_model, save_model
-    from qmlrp.training.autoencoder import errors_of, run_stage
-    from qmlrp.training.config import get_target
-    from qmlrp.training.data import load_targets
-    from qmlrp.training.spectra import masked_mae
+    from qmlrp.stages.autoencoder import run_stage
+    from qmlrp.training.autoencoder import errors_of
+    from qmlrp.targets import get_target
+    from qmlrp.targets.labels import load_labels
+    from qmlrp.targets.spectra import masked_mae
 
     data = small_data / "data"
     models = tmp_path / "models"
@@ -225,7 +226,7 @@ def test_stage_end_to_end(small_data, trained, beta_small, tmp_path) -> None:
                                      "frequencies": (store, test, data / "qm9.parquet"),
                                      "beta": (beta_store, beta_test, beta_small / "qm9.parquet")}.items():
         entry = combined["targets"][target]
-        y = load_targets(st, table, get_target(target))
+        y = load_labels(st, table, get_target(target))
         pos = pos[np.isfinite(y.reshape(len(y), -1)[pos]).any(1)]
         pred = np.asarray(load_model(models / target / "fold0.npz")(batch_to_inputs(st.batch(pos))), np.float64)
         assert entry["mae_plain"] == pytest.approx(masked_mae(pred.reshape(y[pos].shape), y[pos]), rel=1e-4)

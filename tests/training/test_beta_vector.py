@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from qmlrp.training.vector_data import parallel_from_vectors, vector_metrics, vectors_from_labels
+from qmlrp.targets.vectors import parallel_from_vectors, vector_metrics, vectors_from_labels
 from qmlrp.training.vector_fit import vector_loss, vector_scales
 
 

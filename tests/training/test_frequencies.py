@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from qmlrp.errors import QmlrpError
-from qmlrp.training import spectra
-from qmlrp.training.config import get_target
+from qmlrp.targets import spectra
+from qmlrp.targets import get_target
 from tests.training.conftest import FOLDS, REPO_PARAMS
 
 
@@ -99,33 +99,33 @@ def label_table(tmp_path: Path, rows: list[tuple[int, tuple]]) -> tuple[SimpleNa
 
 
 def test_load_targets_sorts_pads_and_takes_omega1(tmp_path):
-    from qmlrp.training.data import load_targets
+    from qmlrp.targets.labels import load_labels
 
     store, table = label_table(tmp_path, [(3, WATER), (5, HCN)])
-    y = load_targets(store, table, get_target("frequencies"))
+    y = load_labels(store, table, get_target("frequencies"))
     assert y.shape == (2, 81) and y.dtype == np.float64
     np.testing.assert_array_equal(y[0, :3], [3756.0, 3657.0, 1595.0])  # 3N-6 = 3
     np.testing.assert_array_equal(y[1, :4], [3440.0, 2200.0, 727.0, 727.0])  # linear: 3N-5 = 4
     assert np.isnan(y[0, 3:]).all() and np.isnan(y[1, 4:]).all()
-    np.testing.assert_array_equal(load_targets(store, table, get_target("omega1")), [3756.0, 3440.0])
+    np.testing.assert_array_equal(load_labels(store, table, get_target("omega1")), [3756.0, 3440.0])
 
 
 def test_load_targets_drops_doubled_records_and_refuses_bad_counts(tmp_path, capsys):
-    from qmlrp.training.data import load_targets
+    from qmlrp.targets.labels import load_labels
 
     doubled = (WATER[0], WATER[1], WATER[2] + [1600.0, 3650.0, 3750.0])
     store, table = label_table(tmp_path, [(3, WATER), (7, doubled)])
-    y = load_targets(store, table, get_target("frequencies"))
+    y = load_labels(store, table, get_target("frequencies"))
     assert np.isfinite(y[0, :3]).all() and np.isnan(y[1]).all()
     assert "1 molecule(s) list two sets of harmonic frequencies" in capsys.readouterr().err
-    assert np.isnan(load_targets(store, table, get_target("omega1"))[1])
+    assert np.isnan(load_labels(store, table, get_target("omega1"))[1])
     store, table = label_table(tmp_path, [(9, (WATER[0], WATER[1], [1.0, 2.0]))])
     with pytest.raises(QmlrpError, match="id 9 lists 2 harmonic frequencies; 3 atoms have 3 modes"):
-        load_targets(store, table, get_target("frequencies"))
+        load_labels(store, table, get_target("frequencies"))
     chain = ([6] * 29, np.arange(87.0) * 1.5, list(np.arange(1.0, 91.0)))  # linear: 82 modes, 90 given
     store, table = label_table(tmp_path, [(11, chain)])
     with pytest.raises(QmlrpError, match="id 11 lists 90 harmonic frequencies, more than the 81"):
-        load_targets(store, table, get_target("frequencies"))
+        load_labels(store, table, get_target("frequencies"))
 
 
 def test_target_statistics_survive_padding_only_modes():

@@ -92,7 +92,7 @@ def test_learning_curve_end_to_end(tiny_beta):
             assert np.isfinite(s[f"control_{ref}_mae_over_mad"]) and s[f"control_{ref}_mae_over_mad"] > 0
     # the training-mean reference at the full training set, recomputed from the fold's split
     from qmlrp.features.store import FeatureStore
-    from qmlrp.training.data import make_split
+    from qmlrp.data.split import make_split
 
     store = FeatureStore.open(data / "features")
     y = np.array([labels[int(i)] for i in store.ids])

@@ -68,7 +68,7 @@ def test_schedules_known_values():
 
 def test_split_is_disjoint_and_matches_the_fold_file(small_data):
     from qmlrp.features.store import FeatureStore
-    from qmlrp.training.data import make_split
+    from qmlrp.data.split import make_split
 
     data = small_data / "data"
     store = FeatureStore.open(data / "features")
@@ -116,7 +116,7 @@ def bad_fold_files(folder, good) -> dict[str, tuple[object, str]]:
 
 def test_bad_fold_files_are_one_line(small_data, tmp_path):
     from qmlrp.features.store import FeatureStore
-    from qmlrp.training.data import make_split
+    from qmlrp.data.split import make_split
 
     store = FeatureStore.open(small_data / "data" / "features")
     for name, (path, reason) in bad_fold_files(tmp_path, small_data / "data" / "folds.parquet").items():

@@ -250,3 +250,10 @@ class GraphInput(keras.layers.Layer):
             scaled_pair_features=list(self.scaled_pair_features),
         )
         return config
+
+
+def molecule_inputs(store: Any, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """The vector model's input dict for store ``positions`` (the GC inputs + ``coordinates``, Angstrom)."""
+    inputs = batch_to_inputs(store.batch(positions))
+    inputs[COORDINATES_KEY] = store.atom_coordinates(positions)
+    return inputs

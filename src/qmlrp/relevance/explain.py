@@ -131,7 +131,7 @@ MODES = "modes"
 
 def parse_views(value: Any) -> dict[str, dict[str, Any]]:
     """``explain.outputs``: target -> {view name: output index | coefficients | "modes"}."""
-    from qmlrp.training.config import get_target
+    from qmlrp.targets import get_target
 
     if not isinstance(value, Mapping):
         raise QmlrpError(f"params.yaml explain.outputs: expected target -> {{view: output}}, got {value!r}")
@@ -216,15 +216,16 @@ def run_explain(
     from qmlrp.models.io import inference_function, load_model, model_path
     from qmlrp.paths import dataset_paths
     from qmlrp.relevance.model_lrp import ModelLRP
-    from qmlrp.training.config import get_target
-    from qmlrp.training.data import load_targets, make_split
+    from qmlrp.targets import get_target
+    from qmlrp.targets.labels import load_labels
+    from qmlrp.data.split import make_split
 
     spec = get_target(target)
     default_table, default_features, default_folds = dataset_paths(spec.dataset)
     features, table = Path(features or default_features), Path(table or default_table)
     folds = Path(folds or default_folds)
     store = FeatureStore.open(features)
-    y_all = load_targets(store, table, spec)
+    y_all = load_labels(store, table, spec)
     model = load_model(model_path(models_dir, target, config.fold))
     split = make_split(store, folds, config.fold, 0.1, 0)
     positions = np.arange(len(store)) if config.molecules == "all" else split.test

@@ -10,132 +10,20 @@ of each of its pairs) is then compared with the true contributions by Kendall's 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
-from rdkit.Chem import rdMolDescriptors
 
 from qmlrp.errors import QmlrpError
-from qmlrp.io import write_csv, write_json
-from qmlrp.params import parse_section, stage_params
-from qmlrp.features.molecule import build_molecule
 from qmlrp.features.store import FeatureStore
 from qmlrp.relevance.faithfulness import gradient_times_input
 from qmlrp.relevance.model_lrp import ModelLRP, atom_totals, explain_batches
 from qmlrp.relevance.rules import Composite
-from qmlrp.training.config import Target
-
-
-@dataclass(frozen=True)
-class CrippenData:
-    """Per-atom Crippen logP contributions aligned with the store's atoms.
-
-    Attributes:
-        positions: (n,) store positions of the molecules that could be built.
-        target: (n,) molecular logP (sum of contributions).
-        contributions: list of (n_atoms_m,) per-atom contributions, store atom order.
-    """
-
-    positions: np.ndarray
-    target: np.ndarray
-    contributions: list[np.ndarray]
-
-
-def crippen_data(store: FeatureStore, table: str | Path) -> CrippenData:
-    """Crippen contributions of every store molecule (rebuilt from ``data/qm9.parquet``).
-
-    Molecules whose rebuilt atom count differs from the store's are skipped (none expected: the
-    store was featurized from the same molecules, atoms in XYZ order).
-    """
-    frame = pd.read_parquet(table, columns=["id", "smiles", "atomic_numbers", "coordinates"]).set_index("id")
-    positions, target, contributions = [], [], []
-    for pos, mol_id in enumerate(store.ids):
-        if int(mol_id) not in frame.index:
-            continue
-        row = frame.loc[int(mol_id)]
-        numbers = np.asarray(row["atomic_numbers"])
-        try:
-            mol, _ = build_molecule(numbers, np.asarray(row["coordinates"]).reshape(-1, 3), row["smiles"], str(mol_id))
-        except QmlrpError:
-            continue
-        if mol.GetNumAtoms() != int(store.n_atoms[pos]):
-            continue
-        contrib = np.array([c[0] for c in rdMolDescriptors._CalcCrippenContribs(mol)], np.float64)
-        positions.append(pos)
-        target.append(contrib.sum())
-        contributions.append(contrib)
-    return CrippenData(np.array(positions, np.int64), np.array(target), contributions)
-
-
-CRIPPEN_TARGET = Target("crippen", "crippen_logp", "logP units")
-CRIPPEN_MODEL = Path("models/crippen/model.npz")
-CRIPPEN_RESULTS = Path("models/crippen")
-
-
-@dataclass(frozen=True)
-class CrippenConfig:
-    """``params.yaml`` section ``train_crippen``: the split of the molecules RDKit could rebuild and
-    the training budget; every other training choice is the ``train`` section's (``model``
-    overrides ``train.model``)."""
-
-    seed: int = 20171010
-    test_fraction: float = 0.1
-    validation_fraction: float = 0.1
-    max_train_molecules: int | None = None
-    epochs: int = 40
-    time_limit_minutes: float | None = 5.0
-    model: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, params_path: str | Path) -> CrippenConfig:
-        return parse_section(cls, "train_crippen", stage_params("train_crippen", params_path))
-
-
-def train_crippen(params_path: str | Path, features: str | Path, table: str | Path,
-                  model_file: str | Path = CRIPPEN_MODEL, results_dir: str | Path = CRIPPEN_RESULTS) -> dict[str, Any]:
-    """Stage ``train_crippen``: the Weave model trained on Crippen logP with :func:`fit` (JAX).
-
-    Writes the model (``model.npz``) and ``split.json``, ``history.csv``, ``run.json``
-    (the test molecules' ids, so the explain stage scores exactly the held-out molecules),
-    all in ``models/crippen/``.
-    """
-    from qmlrp.models.io import save_model
-    from qmlrp.training.config import TrainConfig
-    from qmlrp.training.engine import ModelRun, fit
-    from qmlrp.training.train import hardware
-
-    settings = CrippenConfig.load(params_path)
-    base = TrainConfig.load(params_path)
-    model = replace(base.model, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.model.items()})
-    config = replace(base, epochs=settings.epochs, time_limit_minutes=settings.time_limit_minutes,
-                     early_stopping_patience=min(base.early_stopping_patience, settings.epochs), model=model)
-    store = FeatureStore.open(features)
-    data = crippen_data(store, table)
-    if data.positions.size < 20:
-        raise QmlrpError(f"Crippen experiment: only {data.positions.size} molecules could be rebuilt")
-    train, val, test = split_indices(data.positions.size, settings.test_fraction, settings.validation_fraction,
-                                     settings.seed, settings.max_train_molecules)
-    y = np.zeros(len(store))
-    y[data.positions] = data.target
-    metadata = {"target": "crippen", "column": "crippen_logp", "units": CRIPPEN_TARGET.units, "fold": 0,
-                "n_train": int(train.size), "n_validation": int(val.size), "n_test": int(test.size),
-                "architecture": asdict(config.model)}
-    run = ModelRun("crippen", CRIPPEN_TARGET, y, data.positions[train], data.positions[val], settings.seed, metadata)
-    result = fit(store, [run], config)[0]
-    save_model(result.model, model_file)
-    results_dir = Path(results_dir)
-    write_json({"test_ids": [int(i) for i in store.ids[data.positions[test]]]}, results_dir / "split.json")
-    write_csv(pd.DataFrame(result.history), results_dir / "history.csv")
-    summary = {**{k: v for k, v in metadata.items() if k != "architecture"}, "best_val_mae": result.best_val_mae,
-               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
-               "fit_seconds": result.fit_seconds, "target_mean": result.target_mean,
-               "target_std": result.target_std, "hardware": hardware()}
-    write_json(summary, results_dir / "run.json")
-    return summary
+from qmlrp.paths import CRIPPEN_MODEL, CRIPPEN_RESULTS
+from qmlrp.targets.crippen import CrippenData, crippen_data
 
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
@@ -190,19 +78,6 @@ def kendall_table(
                      "tau_sem": float(tau.std(ddof=1) / np.sqrt(tau.size)) if tau.size > 1 else 0.0,
                      "n": int(tau.size)})
     return rows, frame
-
-
-def split_indices(n: int, test_fraction: float, validation_fraction: float, seed: int,
-                  max_train: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded random train / validation / test indices into ``range(n)``."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    n_test = max(1, int(round(test_fraction * n)))
-    n_val = max(1, int(round(validation_fraction * n)))
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-    if max_train is not None:
-        train = train[:max_train]
-    return np.sort(train), np.sort(val), np.sort(test)
 
 
 def run_ground_truth(store: FeatureStore, table: str | Path, rules: Mapping[str, Composite],

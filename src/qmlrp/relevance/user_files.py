@@ -19,7 +19,7 @@ def featurize_for_explain(files: list[Path], target: str) -> tuple[Any, list[Any
     warning lines)."""
     from qmlrp.features.molecule import build_molecule
     from qmlrp.features.user_inputs import featurize_files
-    from qmlrp.training.config import get_target
+    from qmlrp.targets import get_target
 
     try:
         spec = get_target(target)

@@ -52,7 +52,7 @@ def explain_fold(model: Any, store: FeatureStore, positions: np.ndarray, batch_s
     """Shares (one row per molecule) and atom parts (one row per atom) of the test molecules."""
     from qmlrp.relevance.model_lrp import ModelLRP
     from qmlrp.relevance.rules import get_rule
-    from qmlrp.training.vector_fit import molecule_inputs
+    from qmlrp.models.inputs import molecule_inputs
 
     lrp = ModelLRP(model)
     shares, atoms = [], []
@@ -92,7 +92,7 @@ def explain_beta_vector(models_dir: str | Path = "models", explain_root: str | P
     from qmlrp.models.io import load_model, model_path
     from qmlrp.paths import dataset_paths
     from qmlrp.relevance.compare import Comparison, bootstrap_profiles, compare, read_shares
-    from qmlrp.training.data import make_split
+    from qmlrp.data.split import make_split
 
     _, features, folds = dataset_paths("beta")
     store = FeatureStore.open(features)

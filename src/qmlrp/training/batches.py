@@ -218,3 +218,11 @@ class DeviceBatches:
             MOLECULE_ATOMS_KEY: counts,
             ATOM_MASK_KEY: mask,
         }
+
+
+def feature_sample(store: FeatureStore, positions: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Atom and pair features of up to ``n`` molecules among ``positions`` (for input scaling)."""
+    rng = np.random.default_rng(seed)
+    chosen = positions if positions.size <= n else rng.choice(positions, size=n, replace=False)
+    batch = store.batch(np.sort(chosen))
+    return batch.atom_features, batch.pair_features

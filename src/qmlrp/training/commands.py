@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         from qmlrp.training.backend import use_jax_backend
 
         use_jax_backend()
-        from qmlrp.training.config import get_target
+        from qmlrp.targets import get_target
         from qmlrp.training.dataset_config import target_config
         from qmlrp.training.train import train_fold
 
@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Test MAE against epoch budgets of one (target, fold); the epochs and CPU-hours a bar needs."""
         from qmlrp.params import parse_section, stage_params
-        from qmlrp.training.config import EvaluateConfig, get_target
+        from qmlrp.training.config import EvaluateConfig
+        from qmlrp.targets import get_target
         from qmlrp.training.epochs_curve import EpochsCurveParams, run_epochs_curve
 
         cfg = parse_section(EpochsCurveParams, "epochs_curve", stage_params("epochs_curve", params))
@@ -105,7 +106,7 @@ def register(app: typer.Typer) -> None:
         from qmlrp.training.backend import use_jax_backend
 
         use_jax_backend()
-        from qmlrp.relevance.ground_truth import train_crippen
+        from qmlrp.training.crippen import train_crippen
 
         s = train_crippen(params, paths.FEATURES, paths.QM9_TABLE)
         typer.echo(f"train crippen: best validation MAE {s['best_val_mae']:.3g} (epoch {s['best_epoch']} of "

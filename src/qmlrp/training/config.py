@@ -9,6 +9,7 @@ from typing import Any, Literal
 from qmlrp.errors import QmlrpError
 from qmlrp.models.config import ModelConfig
 from qmlrp.params import parse_section, stage_params
+from qmlrp.targets import get_target
 
 RESULTS = Path("results")
 """Per-run test predictions, learning history and summary: ``results/<target>/fold<k>/``."""
@@ -17,47 +18,6 @@ DVCLIVE = Path("dvclive")
 METRICS_FILE = Path("metrics/evaluate.json")
 PLOTS = Path("plots/evaluate")
 LOSSES = ("mae", "mse", "huber")
-
-
-@dataclass(frozen=True)
-class Target:
-    """A regression target.
-
-    Attributes:
-        name: short name (``models/<name>/``, ``results/<name>/``).
-        column: column of the dataset's table holding the label.
-        units: of the label.
-        n_outputs: width of the model's head (1: a scalar; >1: a padded vector, e.g. the
-            frequencies, whose padding is NaN in the labels and masked out of the loss).
-        dataset: where the molecules come from (:func:`qmlrp.paths.dataset_paths`): ``qm9`` (the
-            ingest sample) or ``beta`` (the molecules with a published beta label).
-    """
-
-    name: str
-    column: str
-    units: str
-    n_outputs: int = 1
-    dataset: str = "qm9"
-
-
-TARGETS: dict[str, Target] = {
-    "alpha": Target("alpha", "alpha_bohr3", "bohr^3"),
-    "zpve": Target("zpve", "zpve_ev", "eV"),
-    "frequencies": Target("frequencies", "frequencies_cm1", "cm^-1", n_outputs=81),
-    "omega1": Target("omega1", "frequencies_cm1", "cm^-1"),
-    "beta": Target("beta", "beta_parallel_au", "a.u.", dataset="beta"),
-    # mu (3) and beta_vec (3) in the QM9 frame from the labels' tensors; beta_par derived (issue 18). Trained
-    # by `qmlrp train-beta-vector` (src/qmlrp/training/vector_stage.py), not by the shared engine.
-    "beta_vector": Target("beta_vector", "dipole_au+beta_au", "a.u.", n_outputs=6, dataset="beta"),
-}
-VECTOR_TARGETS: tuple[str, ...] = ("beta_vector",)
-"""Targets of the equivariant vector model (their own training stage and prediction format)."""
-
-
-def get_target(name: str) -> Target:
-    if name not in TARGETS:
-        raise QmlrpError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
-    return TARGETS[name]
 
 
 @dataclass(frozen=True)

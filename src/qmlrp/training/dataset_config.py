@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from qmlrp.params import load_params, reject_unknown_keys
-from qmlrp.training.config import TrainConfig, get_target
+from qmlrp.training.config import TrainConfig
+from qmlrp.targets import get_target
 
 
 def section_name(target_name: str) -> str | None:

@@ -44,7 +44,8 @@ import numpy as np
 
 from qmlrp.errors import QmlrpError
 from qmlrp.features.store import FeatureStore
-from qmlrp.training.config import Target, TrainConfig
+from qmlrp.targets import Target
+from qmlrp.training.config import TrainConfig
 from qmlrp.training.schedule import make_schedule
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
@@ -143,7 +144,7 @@ def _build(run: ModelRun, store: FeatureStore, config: TrainConfig) -> tuple[Any
     import keras
 
     from qmlrp.models.gc import build_model
-    from qmlrp.training.data import feature_sample
+    from qmlrp.training.batches import feature_sample
 
     keras.utils.set_random_seed(int(run.seed))
     width = n_outputs_of(run)

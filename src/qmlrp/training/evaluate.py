@@ -10,7 +10,7 @@ folds) and ``mae_over_mad`` (the beta model's bar is 0.3). The frequency vector 
 cm^-1, highest first) gets, beside the MAE over all real modes: the MAE per mode index
 (``plots/evaluate/frequencies_per_mode.csv``, pooled over the folds' test molecules; mode 1 =
 omega_1), omega_1's MAE (index 0) against ``evaluate.thresholds.omega1``, and spectrum-level scores
-on unit-stick spectra (:mod:`qmlrp.training.spectra`: SIS with 15 cm^-1 FWHM Gaussians on 0..4000
+on unit-stick spectra (:mod:`qmlrp.targets.spectra`: SIS with 15 cm^-1 FWHM Gaussians on 0..4000
 cm^-1, and the Wasserstein-1 distance), each a mean over test molecules, mean +- sd over folds.
 With both ``frequencies`` and ``omega1`` trained, ``omega1_joint_vs_separate`` sets omega_1 of the
 joint model beside the separate scalar model's. Figures: ``images/parity_frequencies_omega1.png``,
@@ -30,8 +30,10 @@ import pandas as pd
 from qmlrp.errors import QmlrpError
 from qmlrp.figures import saved_figure
 from qmlrp.io import write_csv, write_json
-from qmlrp.training.config import METRICS_FILE, PLOTS, RESULTS, EvaluateConfig, Target, TrainConfig, get_target
-from qmlrp.training.spectra import label_mad, masked_mae, spectrum_scores
+from qmlrp.training.config import EvaluateConfig, METRICS_FILE, PLOTS, RESULTS, TrainConfig
+from qmlrp.targets import Target, get_target
+from qmlrp.targets.kinds import PADDED_VECTOR
+from qmlrp.targets.spectra import label_mad, masked_mae, spectrum_scores
 
 SPECTRA_SHOWN = 4
 """Test molecules drawn in ``images/spectra_frequencies.png`` (the first ones of the first fold)."""
@@ -41,8 +43,9 @@ def read_run(results_dir: Path, target: str, fold: int) -> tuple[pd.DataFrame, p
     """``(predictions, history, run.json)`` of one run; a vector target's predictions come from
     ``predictions.parquet`` (y_true, y_pred: lists), a scalar's from ``predictions.csv``."""
     run_dir = results_dir / target / f"fold{fold}"
-    vector = get_target(target).n_outputs > 1
-    files = [run_dir / ("predictions.parquet" if vector else "predictions.csv"), run_dir / "history.csv",
+    kind = get_target(target).kind
+    vector = kind.predictions_file.endswith(".parquet")
+    files = [run_dir / kind.predictions_file, run_dir / "history.csv",
              run_dir / "run.json"]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
@@ -129,7 +132,7 @@ def evaluate(
         target = get_target(name)
         if not present[name]:
             raise QmlrpError(f"{results_dir / name}: no trained fold (run `dvc repro train` for {name})")
-        if target.n_outputs > 1:
+        if target.kind is PADDED_VECTOR:
             metrics[name] = evaluate_vector(target, present[name], results_dir, plots_dir, config, make_images)
             continue
         fold_mae: dict[int, float] = {}
@@ -208,7 +211,7 @@ def evaluate_vector(target: Target, folds: tuple[int, ...], results_dir: Path, p
     out["per_mode_mae"] = {"omega1": float(per_mode["mae"].iloc[0]), "median": float(with_data["mae"].median()),
                            "max": float(worst["mae"]), "max_at_mode": int(worst["mode"]),
                            "modes_with_data": int(len(with_data))}
-    from qmlrp.training.spectra import FWHM, GRID
+    from qmlrp.targets.spectra import FWHM, GRID
 
     sis_mean, sis_sd = _mean_sd(list(fold_sis.values()))
     w1_mean, w1_sd = _mean_sd(list(fold_w1.values()))

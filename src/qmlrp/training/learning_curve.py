@@ -116,7 +116,7 @@ def learning_curve(
     """
     from qmlrp.features.store import FeatureStore
     from qmlrp.params import parse_section, stage_params
-    from qmlrp.training.config import get_target
+    from qmlrp.targets import get_target
     from qmlrp.training.dataset_config import target_config
     from qmlrp.training.engine import fit
     from qmlrp.training.train import fold_run, predict_positions

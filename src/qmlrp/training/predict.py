@@ -11,7 +11,7 @@ each target must be present (``train.folds`` of params.yaml) unless missing fold
 
 The frequencies model (a vector head of 81 outputs, cm^-1, output k trained on the k-th highest
 mode) gives each molecule its 3N - 6 real modes (3N - 5 for a linear molecule, from the atom count
-and the geometry: :func:`qmlrp.training.spectra.is_linear`), highest first; the table lists them
+and the geometry: :func:`qmlrp.targets.spectra.is_linear`), highest first; the table lists them
 below the scalar targets, ``--spectrum out.png`` draws them as a stick spectrum.
 """
 
@@ -30,7 +30,7 @@ import typer
 from qmlrp.data.molecule_files import Failure, MoleculeInput, read_molecules
 from qmlrp.errors import QmlrpError
 from qmlrp.features.user_inputs import Featurized, featurize_files
-from qmlrp.training.config import get_target
+from qmlrp.targets import get_target
 
 __all__ = ["Ensemble", "Failure", "Featurized", "MoleculeInput", "Prediction", "featurize_files", "predict_files",
            "read_molecules", "register"]
@@ -75,15 +75,10 @@ class Ensemble:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
         """``{target: (mean, sd, n_models)}``, mean and sd (n,) -- (n, n_outputs) for a vector head;
         sd is the sample sd over the fold models."""
-        from qmlrp.training.config import VECTOR_TARGETS
-        from qmlrp.training.vector_data import parallel_from_vectors
-
         out = {}
         for target, functions in self.forward.items():
             values = np.stack([f(inputs) for f in functions])  # (n_models, n_molecules[, n_outputs])
-            if target in VECTOR_TARGETS:  # [mu (3), beta_vec (3)] + beta_par of each model (column 6)
-                par = np.stack([parallel_from_vectors(v) for v in values])
-                values = np.concatenate([values, par[..., None]], axis=-1)
+            values = get_target(target).kind.combine(values)  # with derived columns (beta_par of the vectors)
             sd = values.std(axis=0, ddof=1) if len(functions) > 1 else np.zeros(values.shape[1:])
             out[target] = (values.mean(axis=0), sd, len(functions))
         return out
@@ -166,7 +161,6 @@ def predict_featurized(featurized: Sequence[Featurized], ensemble: Ensemble, bat
     for start in range(0, len(featurized), batch_size):
         chunk = featurized[start : start + batch_size]
         from qmlrp.models.inputs import COORDINATES_KEY
-        from qmlrp.training.config import VECTOR_TARGETS
 
         batch = make_batch([f.graph for f in chunk], np.arange(len(chunk)))
         inputs = batch_to_inputs(batch)
@@ -175,45 +169,14 @@ def predict_featurized(featurized: Sequence[Featurized], ensemble: Ensemble, bat
         for k, item in enumerate(chunk):
             m = item.molecule
             row = Prediction(m.file, m.name, int(m.atomic_numbers.size), warnings=list(item.warnings))
-            for target, (mean, sd, n_models) in result.items():
-                if target in VECTOR_TARGETS:  # beta_par (mean +- sd over the models) with the vectors
-                    row.values[target] = _vector_value(mean[k], sd[k], ensemble.units[target], n_models)
-                    continue
-                if np.ndim(mean) == 2:  # a vector head: the frequencies, only the molecule's real modes
-                    row.values[target] = _modes_value(mean[k], sd[k], m, ensemble.units[target], n_models)
-                    continue
-                row.values[target] = {"mean": float(mean[k]), "sd": float(sd[k]) if n_models > 1 else None,
-                                      "units": ensemble.units[target], "n_models": n_models}
+            for target, (mean, sd, n_models) in result.items():  # the target's kind says what is reported
+                row.values[target] = get_target(target).kind.report(mean[k], sd[k], m, ensemble.units[target],
+                                                                    n_models)
             predictions.append(row)
     return predictions
 
 
-def _vector_value(mean: np.ndarray, sd: np.ndarray, units: str, n_models: int) -> dict[str, Any]:
-    """The equivariant model's prediction: ``mean``/``sd`` of beta_par (3/5 beta_vec . mu_hat, a.u., over
-    the fold models), and ``mu``, ``beta_vec`` (3, a.u., the input geometry's frame) with their sds."""
-    many = n_models > 1
-    return {"mean": float(mean[6]), "sd": float(sd[6]) if many else None, "units": units, "n_models": n_models,
-            "quantity": "beta_parallel = 3/5 beta_vec . mu_hat",
-            "mu": [float(v) for v in mean[0:3]], "mu_sd": [float(v) for v in sd[0:3]] if many else None,
-            "beta_vec": [float(v) for v in mean[3:6]], "beta_vec_sd": [float(v) for v in sd[3:6]] if many else None}
-
-
-def _modes_value(mean: np.ndarray, sd: np.ndarray, molecule: MoleculeInput, units: str, n_models: int
-                 ) -> dict[str, Any]:
-    """A frequency prediction cut to the molecule's real modes: ``mean``/``sd`` lists (cm^-1, highest
-    first), ``n_modes`` (3N - 6, or 3N - 5 if ``linear``)."""
-    from qmlrp.training.spectra import is_linear, n_modes
-
-    linear = is_linear(molecule.coordinates)
-    k = n_modes(int(molecule.atomic_numbers.size), linear)
-    if k > mean.size:
-        raise QmlrpError(f"{molecule.file} [{molecule.name}]: {k} modes, more than the model's {mean.size} outputs")
-    return {"mean": [float(v) for v in mean[:k]], "sd": [float(v) for v in sd[:k]] if n_models > 1 else None,
-            "units": units,
-            "n_models": n_models, "n_modes": k, "linear": linear}
-
-
-def vector_targets(predictions: Sequence[Prediction], targets: Sequence[str]) -> list[str]:
+def mode_list_targets(predictions: Sequence[Prediction], targets: Sequence[str]) -> list[str]:
     """The targets whose predictions are mode lists (the frequencies)."""
     return [t for t in targets if predictions and isinstance(predictions[0].values[t]["mean"], list)]
 
@@ -272,7 +235,7 @@ def predict_files(
 def format_table(predictions: Sequence[Prediction], targets: Sequence[str], units: dict[str, str]) -> str:
     """Fixed-width text table, one row per molecule: name, atoms, ``mean ± sd`` per target (the header
     says how many models), inside/outside QM9's ranges."""
-    targets = [t for t in targets if t not in vector_targets(predictions, targets)]  # listed by format_modes
+    targets = [t for t in targets if t not in mode_list_targets(predictions, targets)]  # listed by format_modes
     n_models = {t: predictions[0].values[t]["n_models"] if predictions else 0 for t in targets}
     models = {t: f"{n} model{'s' if n != 1 else ''}" for t, n in n_models.items()}
     headers = ["molecule", "atoms"] + [f"{t} ({units[t]}, {models[t]})" for t in targets] + ["QM9 domain"]
@@ -375,7 +338,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(payload, indent=2))
         elif predictions:
             typer.echo(format_table(predictions, ensemble.targets, ensemble.units))
-            for target in vector_targets(predictions, ensemble.targets):
+            for target in mode_list_targets(predictions, ensemble.targets):
                 typer.echo(format_modes(predictions, target))
         if spectrum is not None and predictions:
             spectrum_png(predictions, "frequencies", spectrum)

@@ -40,7 +40,7 @@ def run_seed_spread(params_path: str | Path = "params.yaml", results_dir: str | 
                     metrics_file: str | Path = SPREAD_METRICS) -> dict[str, Any]:
     """Train the extra seeds' models, combine with the main run; write and return the metrics."""
     from qmlrp.training.engine import fit, fit_grouped
-    from qmlrp.training.spectra import masked_mae
+    from qmlrp.targets.spectra import masked_mae
     from qmlrp.training.train import fold_run, predict_positions
 
     config = TrainConfig.load(params_path)

@@ -39,10 +39,12 @@ import pyarrow as pa
 from qmlrp.features.store import FeatureStore
 from qmlrp.io import write_csv, write_json, write_parquet
 from qmlrp.paths import FEATURES, FOLDS, MODELS, QM9_TABLE
-from qmlrp.training.config import DVCLIVE, RESULTS, TrainConfig, get_target
-from qmlrp.training.data import Split, load_targets, make_split
+from qmlrp.training.config import DVCLIVE, RESULTS, TrainConfig
+from qmlrp.targets import get_target
+from qmlrp.data.split import Split, make_split
+from qmlrp.targets.labels import load_labels
 from qmlrp.training.engine import FitResult, ModelRun, fit_grouped
-from qmlrp.training.spectra import masked_mae
+from qmlrp.targets.spectra import masked_mae
 
 
 def code_version() -> dict[str, Any]:
@@ -75,7 +77,7 @@ def fold_run(store: FeatureStore, table: str | Path, folds_path: str | Path, tar
              config: TrainConfig, tag: str = "") -> tuple[ModelRun, Split]:
     """The :class:`ModelRun` of ``target_name`` tested on ``fold`` (and its split)."""
     target = get_target(target_name)
-    y = load_targets(store, table, target)
+    y = load_labels(store, table, target)
     split = make_split(store, folds_path, fold, config.validation_fraction, config.seed, config.max_train_molecules)
     metadata = {"target": target.name, "column": target.column, "units": target.units, "fold": int(fold),
                 "n_train": int(split.train.size), "n_validation": int(split.validation.size),
@@ -191,9 +193,9 @@ def train_program(
 ) -> list[dict[str, Any]]:
     """Train every ``(target, fold)`` of ``jobs`` in one program; write each run; the summaries."""
     from qmlrp.errors import QmlrpError
-    from qmlrp.training.config import VECTOR_TARGETS
+    from qmlrp.targets import vector_targets
 
-    vector = sorted({t for t, _ in jobs if t in VECTOR_TARGETS})
+    vector = sorted({t for t, _ in jobs if t in vector_targets()})
     if vector:
         raise QmlrpError(f"target {vector[0]!r} is trained by `qmlrp train-beta-vector --fold K` "
                          "(the equivariant vector model), not by `qmlrp train`")

@@ -25,8 +25,8 @@ import numpy as np
 
 from qmlrp.features.store import FeatureStore
 from qmlrp.models.config import ModelConfig
-from qmlrp.models.inputs import COORDINATES_KEY, batch_to_inputs, pad_inputs
-from qmlrp.training.vector_data import parallel_from_vectors
+from qmlrp.models.inputs import molecule_inputs, pad_inputs
+from qmlrp.targets.vectors import parallel_from_vectors
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 
@@ -89,13 +89,6 @@ def _namespace(a: Any) -> Any:
     return jnp
 
 
-def molecule_inputs(store: FeatureStore, positions: np.ndarray) -> dict[str, np.ndarray]:
-    """The vector model's input dict for store ``positions`` (the GC inputs + ``coordinates``, Angstrom)."""
-    inputs = batch_to_inputs(store.batch(positions))
-    inputs[COORDINATES_KEY] = store.atom_coordinates(positions)
-    return inputs
-
-
 def predict_vectors(model: Any, store: FeatureStore, positions: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """(len(positions), 3V) predictions in a.u. (inference mode), in the order of ``positions``."""
     out = []
@@ -129,7 +122,7 @@ def fit_vector(store: FeatureStore, y: np.ndarray, train: np.ndarray, validation
     import keras
 
     from qmlrp.models.equivariant import build_vector_model
-    from qmlrp.training.data import feature_sample
+    from qmlrp.training.batches import feature_sample
 
     t0 = time.perf_counter()
     keras.utils.set_random_seed(int(seed))

@@ -87,8 +87,8 @@ def linear_learning_curve(store: FeatureStore, y: np.ndarray, folds_path: str, s
                           n_folds: int = 10, seed: int = 20171010) -> dict[int, dict[str, float]]:
     """beta_par test MAE/MAD of the linear baseline against the number of training molecules: per fold,
     nested seeded subsamples of the training set (the validation split unchanged); mean and sd over folds."""
-    from qmlrp.training.data import make_split
-    from qmlrp.training.vector_data import vector_metrics
+    from qmlrp.data.split import make_split
+    from qmlrp.targets.vectors import vector_metrics
 
     d = descriptors(store, np.arange(len(store)))
     ratios: dict[int, list[float]] = {n: [] for n in sizes}

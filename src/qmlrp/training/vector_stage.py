@@ -9,7 +9,7 @@ Per fold (the folds of ``train_beta``, ``data/beta/folds.parquet``; the same see
 
 ``predictions.parquet``: id, y_true, y_pred as lists of 6 float64 ``[mu (3), beta_vec (3)]`` (a.u., QM9
 frame), and the derived ``beta_parallel_true``/``beta_parallel_pred``. ``evaluate_beta_vector`` pools the
-folds into ``metrics/beta_vector.json`` (:func:`qmlrp.training.vector_data.vector_metrics` per model, pooled
+folds into ``metrics/beta_vector.json`` (:func:`qmlrp.targets.vectors.vector_metrics` per model, pooled
 and per fold, mean +- sd of the per-fold beta_par MAE/MAD) beside the invariant GC's beta_par record
 (``results/beta``, when present).
 """
@@ -33,7 +33,9 @@ from qmlrp.models.config import ModelConfig
 from qmlrp.params import load_params, parse_section
 from qmlrp.paths import MODELS, dataset_paths
 from qmlrp.training.config import RESULTS
-from qmlrp.training.vector_data import load_vector_targets, parallel_from_vectors, vector_metrics
+from qmlrp.targets import get_target
+from qmlrp.targets.labels import load_labels
+from qmlrp.targets.vectors import parallel_from_vectors, vector_metrics
 from qmlrp.training.vector_fit import VectorFitConfig
 
 TARGET = "beta_vector"
@@ -73,7 +75,7 @@ def train_vector_fold(fold: int, params_path: str | Path = "params.yaml", models
                       log: bool = True) -> dict[str, Any]:
     """Train and test both equivariant models on ``fold``; returns the GC's run summary."""
     from qmlrp.models.io import load_model, model_path, save_model
-    from qmlrp.training.data import make_split
+    from qmlrp.data.split import make_split
     from qmlrp.training.vector_fit import fit_vector, predict_vectors
     from qmlrp.training.vector_linear import descriptors, fit_linear
 
@@ -81,7 +83,7 @@ def train_vector_fold(fold: int, params_path: str | Path = "params.yaml", models
     fit = fit or config
     _, features, folds = dataset_paths("beta")
     store = FeatureStore.open(features)
-    y = load_vector_targets(store, labels)
+    y = load_labels(store, labels, get_target("beta_vector"))
     split = make_split(store, folds, int(fold), fit.validation_fraction, fit.seed)
     ids_test, y_test = store.ids[split.test], y[split.test]
 

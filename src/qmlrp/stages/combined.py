@@ -10,9 +10,9 @@ file is skipped with a note). Per target:
   molecules of ``data/beta`` (its own store and split; held-out fold = the autoencoder's ``fold``
   of that split, fine-tuning on its other folds). The DAE was trained on QM9's training folds
   only; how many of the held-out beta molecules it saw there is reported (``dae_training_overlap``).
-* **Labels**: :func:`qmlrp.training.data.load_targets`; NaN = no label (padding of the frequency
+* **Labels**: :func:`qmlrp.targets.labels.load_labels`; NaN = no label (padding of the frequency
   vector, QM9's doubled frequency records). Molecules without any label are left out (counted).
-* **MAE** (target units): :func:`~qmlrp.training.spectra.masked_mae` over real labels only -- for the
+* **MAE** (target units): :func:`~qmlrp.targets.spectra.masked_mae` over real labels only -- for the
   frequencies, over each molecule's real modes (the padding never counts).
 * **Fine-tuning loss**: mean over real label entries of ``|prediction - label| / std_k`` (``std_k``
   the Weave model's target scaling per output), i.e. the masked MAE of the standardised target.
@@ -41,7 +41,7 @@ from qmlrp.errors import QmlrpError
 from qmlrp.figures import saved_figure
 from qmlrp.paths import BETA_DATA
 from qmlrp.training.autoencoder import AutoencoderParams, _num, fold_positions, make_dataset
-from qmlrp.training.spectra import masked_mae
+from qmlrp.targets.spectra import masked_mae
 
 MODES = "modes"
 VECTOR_VIEWS: dict[str, int | str] = {"omega1": 0, "mode_sum": MODES}
@@ -91,7 +91,7 @@ def target_data(target: Any, fold: int, qm9: tuple[Any, np.ndarray, np.ndarray, 
         dae_train_ids: ids of the DAE's training molecules.
     """
     from qmlrp.features.store import FeatureStore
-    from qmlrp.training.data import load_targets
+    from qmlrp.targets.labels import load_labels
 
     if target.dataset == "qm9":
         store, train, test, table = qm9
@@ -104,7 +104,7 @@ def target_data(target: Any, fold: int, qm9: tuple[Any, np.ndarray, np.ndarray, 
         table = beta_data / "qm9.parquet"
     else:
         raise QmlrpError(f"target {target.name}: unknown dataset {target.dataset!r}")
-    y = load_targets(store, table, target)
+    y = load_labels(store, table, target)
     kept_train, kept_test = labelled(y, train), labelled(y, test)
     if kept_test.size == 0 or kept_train.size == 0:
         raise QmlrpError(f"target {target.name}: no labelled molecules in fold {fold} or in the other folds")
@@ -307,7 +307,7 @@ def run_combined(p: AutoencoderParams, store: Any, train: np.ndarray, test: np.n
     from qmlrp.models.io import load_model
     from qmlrp.models.io import model_path as weave_path
     from qmlrp.relevance.rules import STABLE_LAYERS, get_rule, resolve_rules
-    from qmlrp.training.config import get_target
+    from qmlrp.targets import get_target
 
     out: dict[str, Any] = {"fold": p.fold, "targets": {}, "skipped": {}}
     rule = get_rule(p.lrp_rule, p.lrp_epsilon)

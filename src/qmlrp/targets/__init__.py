@@ -1,0 +1,66 @@
+"""Targets as a data concept: what a model predicts, and how its labels, metric and report behave.
+
+Each :class:`Target` has a :class:`~qmlrp.targets.kinds.TargetKind` -- ``scalar`` (alpha, ZPVE,
+omega_1, beta_par), ``padded_vector`` (the 81 harmonic frequencies, NaN-padded) or
+``equivariant_vector`` (mu and beta_vec in the molecule's frame) -- that owns how labels load
+(:func:`load_labels`), which predictions file a run writes, how the ensemble's values are combined and
+how one molecule's prediction is reported. Nothing here imports Keras, JAX or the training code:
+``training`` and ``relevance`` both import it from below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qmlrp.errors import QmlrpError
+from qmlrp.targets.kinds import EQUIVARIANT_VECTOR, PADDED_VECTOR, SCALAR, TargetKind
+
+__all__ = ["TARGETS", "Target", "get_target", "vector_targets"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A regression target.
+
+    Attributes:
+        name: short name (``models/<name>/``, ``results/<name>/``).
+        column: column of the dataset's table holding the label.
+        units: of the label.
+        n_outputs: width of the model's head (1: a scalar; 81: the padded frequencies; 6: mu and beta_vec).
+        dataset: where the molecules come from (:func:`qmlrp.paths.dataset_paths`): ``qm9`` (the
+            ingest sample) or ``beta`` (the molecules with a published beta label).
+        kind: how labels load, which metric and which report (:mod:`qmlrp.targets.kinds`).
+    """
+
+    name: str
+    column: str
+    units: str
+    n_outputs: int = 1
+    dataset: str = "qm9"
+    kind: TargetKind = SCALAR
+
+
+TARGETS: dict[str, Target] = {
+    "alpha": Target("alpha", "alpha_bohr3", "bohr^3"),
+    "zpve": Target("zpve", "zpve_ev", "eV"),
+    "frequencies": Target("frequencies", "frequencies_cm1", "cm^-1", n_outputs=81, kind=PADDED_VECTOR),
+    "omega1": Target("omega1", "frequencies_cm1", "cm^-1"),
+    "beta": Target("beta", "beta_parallel_au", "a.u.", dataset="beta"),
+    # mu (3) and beta_vec (3) in the QM9 frame from the labels' tensors; beta_par derived (issue 18).
+    # Wildman-Crippen logP from RDKit's per-atom contributions: the relevance ground truth (qmlrp.targets.crippen).
+    "crippen": Target("crippen", "crippen_logp", "logP units"),
+    "beta_vector": Target("beta_vector", "dipole_au+beta_au", "a.u.", n_outputs=6, dataset="beta",
+                          kind=EQUIVARIANT_VECTOR),
+}
+
+
+def get_target(name: str) -> Target:
+    """The target called ``name``; an unknown name raises one-line QmlrpError listing the known ones."""
+    if name not in TARGETS:
+        raise QmlrpError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def vector_targets() -> tuple[str, ...]:
+    """Targets of the equivariant vector model (their own training stage and prediction format)."""
+    return tuple(name for name, t in TARGETS.items() if t.kind is EQUIVARIANT_VECTOR)
