@@ -1,18 +1,14 @@
-"""Targets, fold splits and the streaming input pipeline (FeatureStore -> ragged batches).
+"""Targets, fold splits and input-scaling samples read from the FeatureStore.
 
-Nothing is padded or materialised per epoch: each step draws ``batch_size`` store positions and
-calls :meth:`FeatureStore.batch`, which expands pair features on the fly (~40k molecules/s on one
-core, so the pipeline is not the bottleneck); with TensorFlow a ``tf.data`` prefetch overlaps it
-with the training step.
+Training batches are drawn by :mod:`qmlrp.training.batches` (the multi-model engine's
+:class:`~qmlrp.training.batches.HostBatches` and :class:`~qmlrp.training.batches.DeviceBatches`).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,14 +16,6 @@ import pandas as pd
 from qmlrp.errors import QmlrpError
 from qmlrp.io import read_parquet
 from qmlrp.features.store import FeatureStore
-from qmlrp.models.inputs import (
-    INPUT_DTYPES,
-    INPUT_SHAPES,
-    PADDED_INPUT_DTYPES,
-    PADDED_INPUT_SHAPES,
-    batch_to_inputs,
-    pad_inputs,
-)
 from qmlrp.training.config import Target
 from qmlrp.training.spectra import frequency_vector, is_linear, n_modes
 
@@ -146,121 +134,6 @@ def make_split(
     if train.size == 0:
         raise QmlrpError(f"fold {fold}: no training molecules left")
     return Split(fold=fold, train=train, validation=validation, test=test)
-
-
-@dataclass(frozen=True)
-class Padding:
-    """Bucketed static shapes for XLA/JAX (see :func:`qmlrp.models.inputs.pad_inputs`)."""
-
-    atom_multiple: int = 64
-    pair_multiple: int = 1024
-
-
-class BatchStream:
-    """Iterable of ``(inputs dict, y (n, 1) float32)`` ragged batches over store positions.
-
-    Each pass (epoch) reshuffles with a new seed when ``shuffle`` is set; the last batch may be
-    smaller. ``targets`` is indexed by store position (float64, target units; None: zeros).
-    With ``padding``, batches are padded to ``batch_size + 1`` molecule slots and bucketed atom
-    and pair counts, and items are ``(inputs, y, sample_weight)``.
-    """
-
-    def __init__(
-        self,
-        store: FeatureStore,
-        positions: np.ndarray,
-        targets: np.ndarray | None,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        padding: Padding | None = None,
-    ) -> None:
-        if batch_size <= 0:
-            raise QmlrpError("batch_size must be positive")
-        self.store = store
-        self.positions = np.asarray(positions, dtype=np.int64)
-        self.targets = targets
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.seed = seed
-        self.padding = padding
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return -(-self.positions.size // self.batch_size)
-
-    def order(self) -> np.ndarray:
-        """Positions in the order of the next pass."""
-        if not self.shuffle:
-            return self.positions
-        rng = np.random.default_rng([self.seed, self.epoch])
-        return rng.permutation(self.positions)
-
-    def item(self, chunk: np.ndarray) -> tuple[Any, ...]:
-        """The training item for store positions ``chunk`` (padded if the stream pads)."""
-        inputs = batch_to_inputs(self.store.batch(chunk))
-        if self.targets is None:
-            y = np.zeros((chunk.size, 1), np.float32)
-        else:
-            y = self.targets[chunk].astype(np.float32).reshape(chunk.size, -1)
-        if self.padding is None:
-            return inputs, y
-        return pad_inputs(inputs, y, self.batch_size + 1, self.padding.atom_multiple, self.padding.pair_multiple)
-
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        order = self.order()
-        self.epoch += 1
-        for start in range(0, order.size, self.batch_size):
-            yield self.item(order[start : start + self.batch_size])
-
-    def to_py_dataset(self) -> Any:
-        """The stream as a ``keras.utils.PyDataset`` (any backend; e.g. JAX, with ``padding``)."""
-        import keras
-
-        stream = self
-
-        class StreamDataset(keras.utils.PyDataset):
-            def __init__(self) -> None:
-                super().__init__(workers=1, use_multiprocessing=False, max_queue_size=4)
-                self.order = stream.order()
-
-            def __len__(self) -> int:
-                return len(stream)
-
-            def __getitem__(self, index: int) -> tuple[Any, ...]:
-                return stream.item(self.order[index * stream.batch_size : (index + 1) * stream.batch_size])
-
-            def on_epoch_end(self) -> None:
-                stream.epoch += 1
-                self.order = stream.order()
-
-        return StreamDataset()
-
-    def to_backend_dataset(self) -> Any:
-        """``tf.data`` with TensorFlow (prefetching in a background thread), else a PyDataset."""
-        import keras
-
-        return self.to_dataset() if keras.backend.backend() == "tensorflow" else self.to_py_dataset()
-
-    def to_dataset(self, prefetch: int = 2) -> Any:
-        """The stream as a ``tf.data.Dataset`` with ragged (None) leading dimensions."""
-        import tensorflow as tf
-
-        if self.padding is None:
-            signature: tuple[Any, ...] = (
-                {k: tf.TensorSpec((None, *INPUT_SHAPES[k]), INPUT_DTYPES[k]) for k in INPUT_SHAPES},
-                tf.TensorSpec((None, 1), tf.float32),
-            )
-        else:
-            slots = self.batch_size + 1
-            signature = (
-                {k: tf.TensorSpec((None, *PADDED_INPUT_SHAPES[k]), PADDED_INPUT_DTYPES[k]) for k in PADDED_INPUT_SHAPES},
-                tf.TensorSpec((slots, 1), tf.float32),
-                tf.TensorSpec((slots,), tf.float32),
-            )
-        dataset = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
-        return dataset.prefetch(prefetch)
 
 
 def feature_sample(store: FeatureStore, positions: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
