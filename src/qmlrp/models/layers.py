@@ -11,7 +11,7 @@ Every learned map in the model is one of:
   :func:`fold_batch_norm`).
 
 Non-learned affine maps (:class:`FeatureScaling`, :class:`TargetScaling`) hold their constants as
-non-trainable weights so that they travel inside the saved ``.keras`` file.
+non-trainable weights so that they travel inside the saved ``.npz`` weights file.
 
 Recording: every part of the model has one ``forward(..., tape=None)``; ``call`` runs it without
 a tape. With a :class:`Tape` the forward also records, per layer call, a :class:`Record` (the
