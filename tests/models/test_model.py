@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict
+
 import keras
 import numpy as np
 import pytest
 
+from qmlrp.errors import QmlrpError
 from qmlrp.features.batch import GraphBatch
 from qmlrp.models.config import ModelConfig
 from qmlrp.models.dense import DenseGraphConvModel, dense_inputs
@@ -161,15 +165,25 @@ def test_overfits_a_tiny_set():
 
 def test_save_load_roundtrip(tmp_path, model):
     batch = random_batch([6, 29, 3], seed=2)
-    path = tmp_path / "alpha" / "fold0.keras"
-    model.update_metadata(target="alpha", fold=0)
-    save_model(model, path)
+    path = tmp_path / "alpha" / "fold0.npz"
+    model.update_metadata(target="alpha", fold=0, architecture=asdict(ModelConfig()))
+    save_model(model, path, half=False)
     loaded = load_model(path)
     assert isinstance(loaded, GraphConvModel) and loaded.metadata["target"] == "alpha"
     np.testing.assert_array_equal(predict(loaded, batch), predict(model, batch))
     np.testing.assert_allclose(inference_function(loaded)(batch_to_inputs(batch)), predict(model, batch), rtol=1e-6)
-    with pytest.raises(ValueError):
-        save_model(model, tmp_path / "model.pkl")
+
+
+@pytest.mark.parametrize("name", ["fold0.keras", "model.pkl"])
+def test_only_npz_model_files_are_accepted(tmp_path, model, name):
+    """Models are saved and loaded only as .npz weights files; any other path is refused in one line."""
+    path = tmp_path / name
+    with pytest.raises(QmlrpError, match=rf"^{re.escape(str(path))}: models are saved and loaded only as \.npz"):
+        save_model(model, path)
+    assert not path.exists()
+    path.write_bytes(b"PK\x03\x04 something Keras wrote")
+    with pytest.raises(QmlrpError, match="only as .npz weights files$"):
+        load_model(path)
 
 
 def test_record_holds_every_layer_call(model):
@@ -218,7 +232,7 @@ def test_record_holds_every_layer_call(model):
     np.testing.assert_allclose(per_feature, np.broadcast_to(np.bincount(batch.atom_molecule)[:, None], per_feature.shape),
                                rtol=1e-5)
     # the inference-mode BatchNorm folds into the per-atom linear layer
-    kernel, bias = model.atom_embedding.folded()
+    kernel, bias = (np.asarray(v) for v in model.atom_embedding.folded())
     a = np.asarray(records["embedding"].inputs[0])
     np.testing.assert_allclose(a @ kernel + bias, np.asarray(records["embedding"].outputs), rtol=1e-4, atol=1e-3)
     # the flat view
@@ -246,7 +260,7 @@ def test_vector_head(model):
     head.output_layer.kernels[0].assign(np.random.default_rng(0).normal(size=(8, 3)).astype("float32"))
     head.target_scaling.set_statistics([1.0, 2.0, 3.0], [0.5, 1.0, 2.0])
     x = np.random.default_rng(1).normal(size=(4, 5)).astype("float32")
-    z = np.asarray(head.standardized(x))
+    z = np.asarray(head(x, scaled=False))
     np.testing.assert_allclose(np.asarray(head(x)), z * [0.5, 1.0, 2.0] + [1.0, 2.0, 3.0], rtol=1e-6)
     assert head.get_config()["n_outputs"] == 3
 

@@ -149,29 +149,6 @@ def test_train_with_a_truncated_fold_file_is_one_line(small_data, tmp_path):
                            "file is corrupted or this is not a parquet file.) (run `dvc repro split`)\n")
 
 
-def test_batch_stream_covers_every_molecule_once_per_epoch(small_data):
-    from qmlrp.features.store import FeatureStore
-    from qmlrp.training.data import BatchStream
-
-    store = FeatureStore.open(small_data / "data" / "features")
-    positions = np.arange(len(store))
-    targets = np.arange(len(store), dtype=float) * 0.5
-    stream = BatchStream(store, positions, targets, batch_size=16, shuffle=True, seed=1)
-    epochs = []
-    for _ in range(2):
-        seen = []
-        for inputs, y in stream:
-            n = inputs["molecule_atoms"].size
-            assert y.shape == (n, 1) and inputs["atom_features"].shape == (inputs["molecule_atoms"].sum(), 21)
-            assert inputs["pair_atoms"].shape[0] == int((inputs["molecule_atoms"] * (inputs["molecule_atoms"] - 1) // 2).sum())
-            seen.append(y[:, 0] / 0.5)
-        epochs.append(np.concatenate(seen))
-    assert len(stream) == 4
-    for order in epochs:
-        np.testing.assert_array_equal(np.sort(order), positions)
-    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
-
-
 def test_train_writes_model_predictions_and_logs(small_data, trained):
     from qmlrp.models.io import load_model
 

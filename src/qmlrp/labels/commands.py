@@ -70,6 +70,13 @@ def _parse_ids(text: str) -> list[int]:
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``, one ``_register_<command>`` function each."""
+    _register_label_beta(app)
+    _register_dalton_write(app)
+    _register_dalton_read(app)
+
+
+def _register_label_beta(app: typer.Typer) -> None:
     @app.command("label-beta")
     def label_beta_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
@@ -97,6 +104,8 @@ def register(app: typer.Typer) -> None:
                        f"{Path(m['labels_dir']) / '_failures.jsonl'}", err=True)
             raise typer.Exit(ALL_FAILED_EXIT)
 
+
+def _register_dalton_write(app: typer.Typer) -> None:
     @app.command("dalton-write")
     def dalton_write_command(
         output: Path = typer.Option(..., "--output", "-o", help="Folder for the .dal/.mol pairs."),
@@ -145,6 +154,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"dalton-write: {len(pairs)} .dal/.mol pairs in {output} "
                    f"(commands in {Path(output) / 'dalton_jobs.txt'})")
 
+
+def _register_dalton_read(app: typer.Typer) -> None:
     @app.command("dalton-read")
     def dalton_read_command(
         outputs: list[Path] = typer.Argument(..., help="DALTON .out files or folders of them."),

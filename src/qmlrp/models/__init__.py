@@ -4,6 +4,6 @@ Modules: :mod:`~qmlrp.models.gc` (the composed model, :func:`~qmlrp.models.gc.bu
 :mod:`~qmlrp.models.weave`, :mod:`~qmlrp.models.readout`, :mod:`~qmlrp.models.head`,
 :mod:`~qmlrp.models.layers` (linear maps with explicit weights), :mod:`~qmlrp.models.inputs`
 (input dict and input layer), :mod:`~qmlrp.models.dense` (naive padded variant),
-:mod:`~qmlrp.models.io` (``.keras`` files). Nothing is imported here, so that reading
+:mod:`~qmlrp.models.io` (``.npz`` weights files). Nothing is imported here, so that reading
 :mod:`~qmlrp.models.config` does not load Keras.
 """

@@ -114,10 +114,6 @@ class GraphConvModel(keras.Model):
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
         return self.forward(inputs, training=training)
 
-    def standardized(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
-        """Output in standardised target units (what the loss sees)."""
-        return self.forward(inputs, training=training, scaled=False)
-
     def record(self, inputs: dict[str, Any]) -> Record:
         """Inference-mode forward pass that records every layer call (:class:`Record` tree)."""
         return record(self, inputs, training=False)

@@ -52,10 +52,6 @@ class RegressionHead(keras.layers.Layer):
         z = run(tape, self.output_layer, x)
         return run(tape, self.target_scaling, z) if scaled else z
 
-    def standardized(self, x: Any, training: bool | None = None) -> Any:
-        """Output before :class:`TargetScaling`: (n_molecules, n_outputs) standardised target."""
-        return self.forward(x, training=training, scaled=False)
-
     def call(self, x: Any, training: bool | None = None, scaled: bool = True) -> Any:
         return self.forward(x, training=training, scaled=scaled)
 

@@ -37,13 +37,6 @@ PAIR_FEATURES_KEY = "pair_features"
 PAIR_ATOMS_KEY = "pair_atoms"
 ATOM_MOLECULE_KEY = "atom_molecule"
 MOLECULE_ATOMS_KEY = "molecule_atoms"
-INPUT_KEYS: tuple[str, ...] = (
-    ATOM_FEATURES_KEY,
-    PAIR_FEATURES_KEY,
-    PAIR_ATOMS_KEY,
-    ATOM_MOLECULE_KEY,
-    MOLECULE_ATOMS_KEY,
-)
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     ATOM_FEATURES_KEY: (N_ATOM_FEATURES,),
     PAIR_FEATURES_KEY: (N_PAIR_FEATURES,),

@@ -1,8 +1,7 @@
-"""Saving and loading models: compact weights files (``.npz``: architecture JSON + arrays) or ``.keras``."""
+"""Saving and loading models: compact weights files only (``.npz``: architecture JSON + arrays)."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -15,18 +14,21 @@ from qmlrp.errors import QmlrpError
 from qmlrp.models.config import MODEL_FORMAT
 from qmlrp.models.gc import GraphConvModel
 from qmlrp.models.inputs import INPUT_DTYPES, INPUT_SHAPES, MOLECULE_ATOMS_KEY, pad_inputs
-from qmlrp.models.weights_file import (
-    assign_weights,
-    remove_stale_temporaries,
-    temporary_path,
-    write_weights_file,
-)
+from qmlrp.models.weights_file import assign_weights, write_weights_file
 
-MODEL_FILE = re.compile(r"^fold(\d+)\.(npz|keras)$")
+MODEL_FILE = re.compile(r"^fold(\d+)\.npz$")
 FORMAT = MODEL_FORMAT
 HALF_MIN_SIZE = 4096
 """Weight arrays with at least this many values (the kernels) are stored as float16; the small ones
 (biases, BatchNorm statistics, input and target scales) stay float32."""
+
+
+def _npz_only(path: str | Path) -> Path:
+    """``path`` as a Path if it names a ``.npz`` weights file; any other suffix is refused in one line."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise QmlrpError(f"{path}: models are saved and loaded only as .npz weights files")
+    return path
 
 
 def model_path(models_dir: str | Path, target: str, fold: int) -> Path:
@@ -35,50 +37,31 @@ def model_path(models_dir: str | Path, target: str, fold: int) -> Path:
 
 
 def save_model(model: GraphConvModel, path: str | Path, half: bool = True) -> None:
-    """Write ``model`` to ``path`` atomically: weights only, no optimiser state, no code.
+    """Write ``model`` to ``path`` (``.npz``) atomically: weights only, no optimiser state, no code.
 
-    ``.npz`` (default): the architecture (``ModelConfig`` fields) and metadata as JSON, and every
+    The file holds the architecture (``ModelConfig`` fields) and metadata as JSON, and every
     weight array in ``model.weights`` order, kernels as float16 when ``half`` (1/2 the size; the
     effect on test predictions is measured in the study record), everything else float32. The
     bytes depend only on the weights (no timestamps), so a retrain with unchanged inputs gives an
-    identical file. ``.keras``: Keras' own format (float32, with Keras' zip timestamps).
+    identical file. Any other suffix (``.keras`` included) is refused (:func:`_npz_only`).
     """
-    path = Path(path)
-    if path.suffix == ".npz":
-        if "architecture" not in model.metadata:
-            raise ValueError("the model's metadata has no 'architecture' (ModelConfig fields) to save with it")
-        header = {"format": FORMAT, "config": model.metadata["architecture"], "metadata": model.metadata,
-                  "names": [w.path for w in model.weights]}
-        arrays = []
-        for w in model.weights:
-            value = np.asarray(keras.ops.convert_to_numpy(w), np.float32)
-            arrays.append(value.astype(np.float16) if half and value.size >= HALF_MIN_SIZE else value)
-        write_weights_file(path, header, arrays)
-    elif path.suffix == ".keras":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path.parent)
-        tmp = temporary_path(path)
-        model.save(tmp, include_optimizer=False)
-        os.replace(tmp, path)
-    else:
-        raise ValueError(f"{path}: models are saved as .npz (weights) or .keras")
+    path = _npz_only(path)
+    if "architecture" not in model.metadata:
+        raise ValueError("the model's metadata has no 'architecture' (ModelConfig fields) to save with it")
+    header = {"format": FORMAT, "config": model.metadata["architecture"], "metadata": model.metadata,
+              "names": [w.path for w in model.weights]}
+    arrays = []
+    for w in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(w), np.float32)
+        arrays.append(value.astype(np.float16) if half and value.size >= HALF_MIN_SIZE else value)
+    write_weights_file(path, header, arrays)
 
 
 def load_model(path: str | Path) -> GraphConvModel:
     """Load a model saved by :func:`save_model` (no pickle, no code: safe for files from others)."""
-    path = Path(path)
+    path = _npz_only(path)
     if not path.exists():
         raise QmlrpError(f"{path}: model not found (run `dvc repro train` first)")
-    if path.suffix == ".keras":
-        try:
-            model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        except Exception as err:  # noqa: BLE001 - Keras raises many types for a corrupt zip/config
-            raise QmlrpError(f"{path}: corrupt or incompatible model file ({str(err).splitlines()[0][:200]})") from None
-        from qmlrp.models.equivariant import VectorGCModel
-
-        if not isinstance(model, (GraphConvModel, VectorGCModel)):
-            raise QmlrpError(f"{path}: not a qmlrp GraphConvModel")
-        return model
     from qmlrp.models.config import read_model_file
     from qmlrp.models.gc import build_model
 
@@ -97,18 +80,17 @@ def load_model(path: str | Path) -> GraphConvModel:
 
 
 def find_models(models_dir: str | Path) -> dict[str, list[tuple[int, Path]]]:
-    """``{target: [(fold, path), ...]}`` for every ``<models_dir>/<target>/fold<k>.npz`` (or ``.keras``
-    where a fold has no ``.npz``)."""
+    """``{target: [(fold, path), ...]}`` for every ``<models_dir>/<target>/fold<k>.npz``."""
     root = Path(models_dir)
     found: dict[str, list[tuple[int, Path]]] = {}
     if not root.is_dir():
         return found
     for target_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         by_fold: dict[int, Path] = {}
-        for file in sorted(target_dir.iterdir(), key=lambda f: f.suffix != ".npz"):
+        for file in sorted(target_dir.iterdir()):
             match = MODEL_FILE.match(file.name)
             if match:
-                by_fold.setdefault(int(match.group(1)), file)
+                by_fold[int(match.group(1))] = file
         if by_fold:
             found[target_dir.name] = sorted(by_fold.items())
     return found

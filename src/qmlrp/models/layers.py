@@ -11,7 +11,7 @@ Every learned map in the model is one of:
   :func:`fold_batch_norm`).
 
 Non-learned affine maps (:class:`FeatureScaling`, :class:`TargetScaling`) hold their constants as
-non-trainable weights so that they travel inside the saved ``.keras`` file.
+non-trainable weights so that they travel inside the saved ``.npz`` weights file.
 
 Recording: every part of the model has one ``forward(..., tape=None)``; ``call`` runs it without
 a tape. With a :class:`Tape` the forward also records, per layer call, a :class:`Record` (the
@@ -355,21 +355,18 @@ class TargetScaling(keras.layers.Layer):
         return config
 
 
-def fold_batch_norm(
-    kernel: np.ndarray, bias: np.ndarray, bn: keras.layers.BatchNormalization, dtype: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fold an inference-mode BatchNorm that follows ``z = x @ kernel + bias``.
+def fold_batch_norm(kernel: Any, bias: Any, bn: keras.layers.BatchNormalization, dtype: str) -> tuple[Any, Any]:
+    """Fold an inference-mode BatchNorm that follows ``z = x @ kernel + bias`` (the one fold:
+    :meth:`AtomEmbedding.folded <qmlrp.models.readout.AtomEmbedding.folded>` and the LRP canonizer
+    in :mod:`qmlrp.relevance.layer_rules` both call it).
 
-    Returns ``(kernel', bias')`` with ``BN(x @ kernel + bias) == x @ kernel' + bias'``.
-    Shapes: kernel (d, u), bias (u,). The fold is computed in float64 and returned in ``dtype``
-    (default: the kernel's own dtype, so a float64 model keeps a float64 fold).
+    Returns ``(kernel', bias')`` with ``BN(x @ kernel + bias) == x @ kernel' + bias'``, backend
+    tensors in ``dtype``. Shapes: kernel (d, u), bias (u,). Keras ops throughout, so it also runs
+    inside a compiled LRP walk (float64 for a float64 model).
     """
-    def f64(v: Any) -> np.ndarray:
-        return np.asarray(keras.ops.convert_to_numpy(v), np.float64)
-
-    out_dtype = np.dtype(dtype or np.asarray(keras.ops.convert_to_numpy(kernel)).dtype)
+    kernel, bias = ops.cast(kernel, dtype), ops.cast(bias, dtype)
     units = int(kernel.shape[1])
-    gamma = f64(bn.gamma) if bn.scale else np.ones(units)
-    beta = f64(bn.beta) if bn.center else np.zeros(units)
-    factor = gamma / np.sqrt(f64(bn.moving_variance) + bn.epsilon)
-    return (f64(kernel) * factor[None, :]).astype(out_dtype), ((f64(bias) - f64(bn.moving_mean)) * factor + beta).astype(out_dtype)
+    gamma = ops.cast(bn.gamma, dtype) if bn.scale else ops.ones((units,), dtype)
+    beta = ops.cast(bn.beta, dtype) if bn.center else ops.zeros((units,), dtype)
+    factor = gamma / ops.sqrt(ops.cast(bn.moving_variance, dtype) + bn.epsilon)
+    return kernel * factor[None, :], (bias - ops.cast(bn.moving_mean, dtype)) * factor + beta

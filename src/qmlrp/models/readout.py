@@ -64,10 +64,6 @@ class AtomEmbedding(keras.layers.Layer):
         build_once(self.dense, (None, int(atoms_shape[-1])))
         build_once(self.batch_norm, (None, self.units))
 
-    def trace(self, atoms: Any, training: bool = False, mask: Any = None) -> dict[str, Any]:
-        z = self.dense.pre_activation(atoms)
-        return {"z": z, "out": self.batch_norm(z, training=training, mask=mask)}
-
     def call(self, atoms: Any, training: bool | None = None, mask: Any = None) -> Any:
         """``mask`` (n_atoms,) 1/0 keeps padding atoms out of the batch statistics (and zeroes them)."""
         out = self.batch_norm(self.dense(atoms), training=training, mask=mask)
@@ -79,13 +75,10 @@ class AtomEmbedding(keras.layers.Layer):
         """The atom mask is consumed here (BatchNorm statistics), not passed downstream."""
         return None
 
-    def folded(self) -> tuple[np.ndarray, np.ndarray]:
-        """Inference-mode ``(kernel (d, units), bias (units,))`` with BN folded in."""
-        return fold_batch_norm(
-            keras.ops.convert_to_numpy(self.dense.kernel),
-            keras.ops.convert_to_numpy(self.dense.bias),
-            self.batch_norm,
-        )
+    def folded(self, dtype: str | None = None) -> tuple[Any, Any]:
+        """Inference-mode ``(kernel (d, units), bias (units,))`` with BN folded in: backend tensors
+        in ``dtype`` (default: the kernel's own), see :func:`~qmlrp.models.layers.fold_batch_norm`."""
+        return fold_batch_norm(self.dense.kernel, self.dense.bias, self.batch_norm, dtype or self.dense.kernel.dtype)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -13,6 +13,14 @@ from qmlrp.errors import QmlrpError
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``, one ``_register_<command>`` function each."""
+    _register_explain(app)
+    _register_explain_stage(app)
+    _register_compare_explanations(app)
+    _register_explain_beta_vector(app)
+
+
+def _register_explain(app: typer.Typer) -> None:
     @app.command("explain")
     def explain_command(
         files: list[Path] = typer.Argument(..., help="XYZ (one or more molecules each) or SDF files, as for predict."),
@@ -55,6 +63,8 @@ def register(app: typer.Typer) -> None:
         if any(p.startswith("error: ") for p in problems):
             sys.exit(1)
 
+
+def _register_explain_stage(app: typer.Typer) -> None:
     @app.command("explain-stage")
     def explain_stage_command(
         target: str = typer.Option(..., "--target", help="a trained target (alpha, zpve, frequencies, omega1, beta) | crippen (the ground-truth experiment)"),
@@ -82,6 +92,8 @@ def register(app: typer.Typer) -> None:
                            f"{h['electronic_mean_rank']:.1f}; max conservation error "
                            f"{r['conservation_rel_error']['max']:.1e}")
 
+
+def _register_compare_explanations(app: typer.Typer) -> None:
     @app.command("compare-explanations")
     def compare_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (section compare_explanations)."),
@@ -97,6 +109,8 @@ def register(app: typer.Typer) -> None:
                        f"{r['spearman']['with_control']['value']:.2f}, delta {d['value']:+.2f} "
                        f"[{d['p2_5']:+.2f}, {d['p97_5']:+.2f}]")
 
+
+def _register_explain_beta_vector(app: typer.Typer) -> None:
     @app.command("explain-beta-vector")
     def explain_beta_vector_command() -> None:
         """The equivariant beta_par model explained: exact per-atom parts, LRP feature-type shares vs alpha/ZPVE."""
@@ -108,4 +122,3 @@ def register(app: typer.Typer) -> None:
             d = r["delta"]
             typer.echo(f"{key}: Spearman rho with alpha {r['with_similar']['value']:.2f}, with ZPVE "
                        f"{r['with_control']['value']:.2f}, delta {d['value']:+.2f} [{d['p2_5']:+.2f}, {d['p97_5']:+.2f}]")
-

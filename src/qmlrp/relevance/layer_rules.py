@@ -92,18 +92,6 @@ def pair_to_atom_sum(rec: Record, r_out: list[Array], ctx: Context) -> Propagate
     return Propagated([r_pairs, None, None], lost, None)
 
 
-def folded_embedding(layer: AtomEmbedding, dtype: str) -> tuple[Array, Array]:
-    """The canonizer: inference BatchNorm folded into the linear map, ``(W' (d, F), b' (F,))``
-    in ``dtype`` (keras ops, so it runs inside a compiled walk; float64 for a float64 model)."""
-    bn = layer.batch_norm
-    kernel, bias = ops.cast(layer.dense.kernel, dtype), ops.cast(layer.dense.bias, dtype)
-    units = layer.units
-    gamma = ops.cast(bn.gamma, dtype) if bn.scale else ops.ones((units,), dtype)
-    beta = ops.cast(bn.beta, dtype) if bn.center else ops.zeros((units,), dtype)
-    factor = gamma / ops.sqrt(ops.cast(bn.moving_variance, dtype) + bn.epsilon)
-    return kernel * factor[None, :], (bias - ops.cast(bn.moving_mean, dtype)) * factor + beta
-
-
 @register(AtomEmbedding, rows="same")
 def atom_embedding(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
     """Per-atom linear + BatchNorm: input atoms (n_atoms, d), output h (n_atoms, F).
@@ -112,7 +100,7 @@ def atom_embedding(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
     recorded BatchNorm output: backends compute BatchNorm their own way (JAX's float64 BatchNorm
     differs from the fold by ~1e-7), and the rule's denominators must be the map it splits."""
     atoms = rec.inputs[0]
-    kernel, bias = folded_embedding(rec.layer, ctx.dtype)
+    kernel, bias = rec.layer.folded(ctx.dtype)  # the canonizer: W' (d, F), b' (F,) in the walk's dtype
     res = linear(ctx.rule(rec), [ctx.cast(atoms)], [kernel], bias, r_out[0], nonneg=[ctx.nonneg(atoms)])
     return Propagated([res.inputs[0]] + [None] * (len(leaves(rec.inputs)) - 1), res.absorbed, res.bias)
 

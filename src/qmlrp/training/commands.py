@@ -11,8 +11,18 @@ from qmlrp import paths
 from qmlrp.training.config import DVCLIVE, METRICS_FILE, PLOTS, RESULTS
 
 
-
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``, one ``_register_<command>`` function each."""
+    _register_train(app)
+    _register_study_train(app)
+    _register_train_matrix(app)
+    _register_epochs_curve(app)
+    _register_train_crippen(app)
+    _register_seed_spread(app)
+    _register_evaluate(app)
+
+
+def _register_train(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         target: str = typer.Option(..., "--target", help="alpha | zpve | frequencies | omega1 | beta"),
@@ -51,6 +61,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"train {target} fold {fold}: test MAE {s['test_mae']:.5g} {s['units']} "
                    f"(best epoch {s['best_epoch']} of {s['epochs_run']}, {s['fit_seconds']:.0f} s) -> {s['model']}")
 
+
+def _register_study_train(app: typer.Typer) -> None:
     @app.command("study-train")
     def study_train_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections train, study)."),
@@ -65,6 +77,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{s['run']}: test MAE {s['test_mae']:.5g} {s['units']} (best epoch {s['best_epoch']} of "
                        f"{s['epochs_run']}, {s['stop_reason']})")
 
+
+def _register_train_matrix(app: typer.Typer) -> None:
     @app.command("train-matrix")
     def train_matrix_command(
         stage: list[str] = typer.Option(None, "--stage", help="train@<target>-<fold> (repeatable); default: "
@@ -80,6 +94,8 @@ def register(app: typer.Typer) -> None:
         if failed:
             raise typer.Exit(code=1)
 
+
+def _register_epochs_curve(app: typer.Typer) -> None:
     @app.command("epochs-curve")
     def epochs_curve_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections epochs_curve, evaluate)."),
@@ -98,6 +114,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{cfg.target} fold {cfg.fold}: {curve} {target.units}; epochs for the bar: "
                    f"{m.get('epochs_for_bar', 'n/a')}")
 
+
+def _register_train_crippen(app: typer.Typer) -> None:
     @app.command("train-crippen")
     def train_crippen_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections train, train_crippen)."),
@@ -112,6 +130,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"train crippen: best validation MAE {s['best_val_mae']:.3g} (epoch {s['best_epoch']} of "
                    f"{s['epochs_run']}, {s['fit_seconds']:.0f} s) -> models/crippen/model.npz")
 
+
+def _register_seed_spread(app: typer.Typer) -> None:
     @app.command("seed-spread")
     def seed_spread_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections train, seed_spread)."),
@@ -126,6 +146,8 @@ def register(app: typer.Typer) -> None:
             means = ", ".join(f"seed {k}: {v:.4g}" for k, v in m["mae_mean_per_seed"].items())
             typer.echo(f"{target}: 10-fold mean test MAE {means}; sd across seeds {m['sd_of_mean_across_seeds']:.3g}")
 
+
+def _register_evaluate(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
