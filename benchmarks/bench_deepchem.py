@@ -54,7 +54,8 @@ def worker_qmlrp(data: str, epochs: int, batch: int) -> dict:
     import numpy as np
 
     from qmlrp.features.store import FeatureStore
-    from qmlrp.training.config import TrainConfig, get_target
+    from qmlrp.training.config import TrainConfig
+    from qmlrp.targets import get_target
     from qmlrp.training.engine import ModelRun, fit
 
     arrays = np.load(data)
@@ -117,8 +118,8 @@ def export(features: str, table: str, n: int, path: str) -> None:
     import numpy as np
 
     from qmlrp.features.store import FeatureStore
-    from qmlrp.training.config import get_target
-    from qmlrp.training.data import load_targets
+    from qmlrp.targets import get_target
+    from qmlrp.targets.labels import load_labels
 
     store = FeatureStore.open(features)
     n = min(n, len(store))
@@ -126,7 +127,7 @@ def export(features: str, table: str, n: int, path: str) -> None:
     batch = store.batch(positions)
     first = store.atom_offsets[positions] - store.atom_offsets[0]
     local = batch.pair_atoms - first[batch.pair_molecule][:, None]
-    y = load_targets(store, table, get_target("alpha"))[:n]
+    y = load_labels(store, table, get_target("alpha"))[:n]
     np.savez(path, features=np.array(str(Path(features).resolve())), n_molecules=n,
              n_atoms=store.n_atoms[:n].astype(np.int64), atom_features=batch.atom_features.astype(np.float32),
              pair_features=batch.pair_features.astype(np.float32), pair_atoms=local.astype(np.int64),

@@ -58,7 +58,8 @@ class Bench:
         import jax.numpy as jnp
 
         from qmlrp.training.batches import HostBatches
-        from qmlrp.training.config import TrainConfig, get_target
+        from qmlrp.training.config import TrainConfig
+        from qmlrp.targets import get_target
         from qmlrp.training.engine import ModelRun, _build, _compile_steps, _stack
 
         self.config = TrainConfig.from_params({"batch_size": batch, "model": {"head_units": [head]}})
@@ -230,11 +231,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from qmlrp.features.store import FeatureStore
-    from qmlrp.training.config import get_target
-    from qmlrp.training.data import load_targets
+    from qmlrp.targets import get_target
+    from qmlrp.targets.labels import load_labels
 
     store = FeatureStore.open(args.features)
-    y = load_targets(store, args.table, get_target("alpha"))
+    y = load_labels(store, args.table, get_target("alpha"))
     rows = [measure(store, y, int(k), int(h), args.batch, args.steps, not args.no_parts)
             for k in args.models.split(",") for h in args.head.split(",")]
     cols = ["step", "forward", "host", "weave", "embedding", "readout", "head", "adam", "other"]
