@@ -286,6 +286,205 @@ def _tree_from(state: dict[str, Any], prefix: str, n: int) -> list[Any]:
     return [jnp.asarray(state[f"{prefix}{i}"]) for i in range(n)]
 
 
+@dataclass
+class _Weights:
+    """The K stacked models' trainable (``tv``) and other (``ntv``) variables and Adam's state (``m``,
+    ``v``, step ``t``), with the weights' moving average (``ema``, empty without ``ema_decay``)."""
+
+    tv: list[Any]
+    ntv: list[Any]
+    m: list[Any]
+    v: list[Any]
+    t: Any
+    ema: list[Any]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array, named for a checkpoint (``t``, ``tv0``, ``m3``, ...)."""
+        out: dict[str, np.ndarray] = {"t": np.asarray(self.t)}
+        for prefix in ("tv", "ntv", "m", "v", "ema"):
+            out.update(_tree_arrays(prefix, getattr(self, prefix)))
+        return out
+
+
+@dataclass
+class _Progress:
+    """Per-model bookkeeping of a program: histories, best validation MAE (target units), its epoch and
+    weights, the stop reason ("" while training) and the schedules; ``epoch`` epochs done, ``elapsed`` s."""
+
+    histories: list[list[dict[str, float]]]
+    best: list[float]
+    best_epoch: list[int]
+    best_weights: list[tuple[list[np.ndarray], list[np.ndarray]] | None]
+    stopped: list[str]
+    schedules: list[Any]
+    epoch: int = 0
+    elapsed: float = 0.0
+
+    def meta(self) -> dict[str, Any]:
+        """The JSON part of a checkpoint."""
+        return {"epoch": self.epoch, "elapsed": self.elapsed, "histories": self.histories, "best": self.best,
+                "best_epoch": self.best_epoch, "stopped": self.stopped,
+                "schedules": [s.state() for s in self.schedules]}
+
+    def best_arrays(self) -> dict[str, np.ndarray]:
+        """The best weights of each model, named for a checkpoint."""
+        out: dict[str, np.ndarray] = {}
+        for k, bw in enumerate(self.best_weights):
+            if bw is not None:
+                out.update(_tree_arrays(f"best{k}_tv", bw[0]))
+                out.update(_tree_arrays(f"best{k}_ntv", bw[1]))
+        return out
+
+
+def _check_runs(runs: Sequence[ModelRun]) -> None:
+    """One head width per program and a finite label in every training and validation set."""
+    if not runs:
+        raise QmlrpError("fit: no models to train")
+    widths = {n_outputs_of(r) for r in runs}
+    if len(widths) > 1:
+        named = ", ".join(f"{r.name} {n_outputs_of(r)}" for r in runs)
+        raise QmlrpError(f"fit: one program trains models of one head width, got {named}; "
+                         f"use fit_grouped (one program per width)")
+    for r in runs:
+        for part, positions in (("training", r.train), ("validation", r.validation)):
+            if not np.any(np.isfinite(np.asarray(r.y)[positions])):
+                raise QmlrpError(f"fit: {r.name} has no finite {part} label")
+
+
+def _batch_source(store: FeatureStore, runs: Sequence[ModelRun], config: TrainConfig, source: str | None) -> Any:
+    """Host (ragged, bucketed) or device (whole store on the accelerator) batches of the runs' labels."""
+    import jax
+
+    from qmlrp.training.batches import DeviceBatches, HostBatches
+
+    kind = source or config.batches
+    if kind == "auto":
+        kind = "device" if jax.default_backend() != "cpu" else "host"
+    targets = [r.y for r in runs]
+    if kind == "device":
+        return DeviceBatches(store, targets, int(config.batch_size))
+    return HostBatches(store, targets, int(config.batch_size), config.xla_atom_bucket, config.xla_pair_bucket)
+
+
+def _initial_weights(models: Sequence[Any], ema_decay: float | None) -> _Weights:
+    """The K freshly built models stacked along the model axis, Adam's state zero."""
+    import jax.numpy as jnp
+
+    tv = _stack([[v.value for v in m.trainable_variables] for m in models])
+    ntv = _stack([[v.value for v in m.non_trainable_variables] for m in models])
+    return _Weights(tv, ntv, [jnp.zeros_like(a) for a in tv], [jnp.zeros_like(a) for a in tv],
+                    jnp.zeros(len(models), jnp.int32), [a for a in tv] if ema_decay is not None else [])
+
+
+def _resume(state: dict[str, Any], weights: _Weights, progress: _Progress, n_tv: int, n_ntv: int,
+            ema_decay: float | None) -> tuple[_Weights, _Progress]:
+    """Weights and bookkeeping restored from a loaded checkpoint."""
+    import jax.numpy as jnp
+
+    meta = state["meta"]
+    weights = _Weights(_tree_from(state, "tv", n_tv), _tree_from(state, "ntv", n_ntv), _tree_from(state, "m", n_tv),
+                       _tree_from(state, "v", n_tv), jnp.asarray(state["t"]),
+                       _tree_from(state, "ema", n_tv) if ema_decay is not None else weights.ema)
+    for k in range(len(progress.best_weights)):
+        if f"best{k}_tv0" in state:
+            progress.best_weights[k] = ([state[f"best{k}_tv{i}"] for i in range(n_tv)],
+                                        [state[f"best{k}_ntv{i}"] for i in range(n_ntv)])
+    for sched, s in zip(progress.schedules, meta["schedules"]):
+        sched.restore(s)
+    progress.histories, progress.best = meta["histories"], meta["best"]
+    progress.best_epoch, progress.stopped = meta["best_epoch"], meta["stopped"]
+    progress.epoch, progress.elapsed = int(meta["epoch"]), float(meta["elapsed"])
+    return weights, progress
+
+
+def _validate(runs: Sequence[ModelRun], batches: Any, predict_step: Callable, weights: list[Any], stats: list[Any],
+              batch_size: int) -> np.ndarray:
+    """(K,) validation MAE in target units, over real (finite) labels only."""
+    import jax.numpy as jnp
+
+    arrays = getattr(batches, "arrays", None)
+    steps = max(-(-r.validation.size // batch_size) for r in runs)
+    abs_sum, count = np.zeros(len(runs)), np.zeros(len(runs))
+    for s in range(steps):
+        chunks = [r.validation[s * batch_size:(s + 1) * batch_size] for r in runs]
+        batch, y, w = batches.inputs(chunks)
+        y, mask = masked_labels(y, w)
+        pred = np.asarray(predict_step(weights, stats, batch, jnp.asarray(w), arrays))
+        abs_sum += np.sum(np.abs(pred - y) * mask, axis=(1, 2))
+        count += np.sum(mask, axis=(1, 2))
+    return abs_sum / count
+
+
+def _train_epoch(runs: Sequence[ModelRun], batches: Any, train_step: Callable, w: _Weights, progress: _Progress,
+                 std_arr: Any, batch_size: int) -> tuple[_Weights, np.ndarray, np.ndarray]:
+    """One epoch of every active model: ``(weights, loss sum (K,), train MAE (K,) in target units)``."""
+    import jax.numpy as jnp
+
+    arrays = getattr(batches, "arrays", None)
+    k_models, epoch = len(runs), progress.epoch
+    steps_per_model = [-(-r.train.size // batch_size) for r in runs]
+    orders = [np.random.default_rng([r.seed, epoch]).permutation(r.train) for r in runs]
+    losses, abs_errs = [], []
+    counts = np.zeros(k_models)  # real labels seen per model (host side, exact)
+    for s in range(max(steps_per_model)):
+        chunks = [orders[k][s * batch_size:(s + 1) * batch_size] if not progress.stopped[k] else np.zeros(0, np.int64)
+                  for k in range(k_models)]
+        lr = jnp.asarray([progress.schedules[k].rate(s, epoch + s / steps_per_model[k]) for k in range(k_models)],
+                         jnp.float32)
+        batch, y, wt = batches.inputs(chunks)
+        y, mask = masked_labels(y, wt)
+        w.tv, w.ntv, w.m, w.v, w.t, w.ema, loss, abs_err = train_step(
+            w.tv, w.ntv, w.m, w.v, w.t, w.ema, batch, jnp.asarray(y), jnp.asarray(wt), jnp.asarray(mask),
+            std_arr, lr, arrays)
+        losses.append(loss)
+        abs_errs.append(abs_err)
+        counts += mask.sum(axis=(1, 2))
+    loss_sum = np.asarray(jnp.sum(jnp.stack(losses), axis=0))
+    train_mae = np.asarray(jnp.sum(jnp.stack(abs_errs), axis=0)) / np.maximum(counts, 1.0)
+    return w, loss_sum, train_mae
+
+
+def _end_epoch(runs: Sequence[ModelRun], progress: _Progress, loss_sum: np.ndarray, train_mae: np.ndarray,
+               val_mae: np.ndarray, weights: list[Any], ntv: list[Any], epoch_seconds: float,
+               config: TrainConfig, on_epoch: Callable[[int, dict[str, float]], None] | None) -> None:
+    """Each active model's history row, schedule step, best weights and early stopping."""
+    batch_size, epoch = int(config.batch_size), progress.epoch
+    for k, run in enumerate(runs):
+        if progress.stopped[k]:
+            continue
+        steps = -(-run.train.size // batch_size)
+        row = {"epoch": epoch, "loss": float(loss_sum[k] / steps), "train_mae": float(train_mae[k]),
+               "val_mae": float(val_mae[k]), "learning_rate": float(progress.schedules[k].rate(0, epoch)),
+               "epoch_seconds": round(epoch_seconds, 2)}
+        progress.histories[k].append(row)
+        progress.schedules[k].end_epoch(row["val_mae"])
+        if row["val_mae"] < progress.best[k]:
+            progress.best[k], progress.best_epoch[k] = row["val_mae"], epoch
+            progress.best_weights[k] = (_slice(weights, k), _slice(ntv, k))
+        if epoch - progress.best_epoch[k] >= config.early_stopping_patience:
+            progress.stopped[k] = f"early stopping (no val_mae improvement for {config.early_stopping_patience} epochs)"
+        if on_epoch is not None:
+            on_epoch(k, row)
+
+
+def _results(runs: Sequence[ModelRun], models: Sequence[Any], w: _Weights, progress: _Progress,
+             means: Sequence[np.ndarray], stds: np.ndarray, fit_seconds: float) -> list[FitResult]:
+    """Each model with its best weights (the last ones if no epoch improved) and its record."""
+    results = []
+    for k, (run, model) in enumerate(zip(runs, models)):
+        bw = progress.best_weights[k] or (_slice(w.tv, k), _slice(w.ntv, k))
+        for var, value in zip(model.trainable_variables, bw[0]):
+            var.assign(value)
+        for var, value in zip(model.non_trainable_variables, bw[1]):
+            var.assign(value)
+        results.append(FitResult(name=run.name, model=model, history=progress.histories[k],
+                                 best_epoch=int(progress.best_epoch[k]), best_val_mae=float(progress.best[k]),
+                                 epochs_run=len(progress.histories[k]),
+                                 stop_reason=progress.stopped[k] or "max epochs", fit_seconds=round(fit_seconds, 1),
+                                 target_mean=_statistic(means[k]), target_std=_statistic(stds[k])))
+    return results
+
+
 def fit(
     store: FeatureStore,
     runs: Sequence[ModelRun],
@@ -306,170 +505,50 @@ def fit(
         log: one progress line per epoch on stderr.
         source: ``host`` | ``device`` (default: ``config.batches``; ``auto`` = device on a GPU).
     """
-    import jax
     import jax.numpy as jnp
 
-    from qmlrp.training.batches import DeviceBatches, HostBatches
-
     require_jax()
-    if not runs:
-        raise QmlrpError("fit: no models to train")
-    widths = {n_outputs_of(r) for r in runs}
-    if len(widths) > 1:
-        named = ", ".join(f"{r.name} {n_outputs_of(r)}" for r in runs)
-        raise QmlrpError(f"fit: one program trains models of one head width, got {named}; "
-                         f"use fit_grouped (one program per width)")
-    for r in runs:
-        for part, positions in (("training", r.train), ("validation", r.validation)):
-            if not np.any(np.isfinite(np.asarray(r.y)[positions])):
-                raise QmlrpError(f"fit: {r.name} has no finite {part} label")
+    _check_runs(runs)
     k_models, batch_size = len(runs), int(config.batch_size)
-    kind = source or config.batches
-    if kind == "auto":
-        kind = "device" if jax.default_backend() != "cpu" else "host"
-    targets = [r.y for r in runs]
-    batches: Any = (DeviceBatches(store, targets, batch_size) if kind == "device"
-                    else HostBatches(store, targets, batch_size, config.xla_atom_bucket, config.xla_pair_bucket))
-    arrays = getattr(batches, "arrays", None)
-
+    batches = _batch_source(store, runs, config, source)
     built = [_build(r, store, config) for r in runs]
-    models = [b[0] for b in built]
-    means = [b[1] for b in built]
-    stds = np.stack([b[2] for b in built])  # (K, T)
-    template = models[0]
-    n_tv, n_ntv = len(template.trainable_variables), len(template.non_trainable_variables)
-    tv = _stack([[v.value for v in m.trainable_variables] for m in models])
-    ntv = _stack([[v.value for v in m.non_trainable_variables] for m in models])
-    m_state = [jnp.zeros_like(a) for a in tv]
-    v_state = [jnp.zeros_like(a) for a in tv]
-    t_state = jnp.zeros(k_models, jnp.int32)
-    ema = [a for a in tv] if config.ema_decay is not None else []
+    models, means, stds = [b[0] for b in built], [b[1] for b in built], np.stack([b[2] for b in built])  # (K, T)
+    n_tv, n_ntv = len(models[0].trainable_variables), len(models[0].non_trainable_variables)
+    w = _initial_weights(models, config.ema_decay)
     std_arr = jnp.asarray(stds, jnp.float32)
-    train_step, predict_step = _compile_steps(template, config, batches, k_models)
-
+    train_step, predict_step = _compile_steps(models[0], config, batches, k_models)
     schedules = [make_schedule(r.schedule or config.schedule, config.learning_rate, config.epochs, config.warmup_epochs,
                                config.lr_factor, config.lr_patience, config.min_learning_rate) for r in runs]
-    histories: list[list[dict[str, float]]] = [[] for _ in runs]
-    best = [math.inf] * k_models
-    best_epoch = [0] * k_models
-    best_weights: list[tuple[list[np.ndarray], list[np.ndarray]] | None] = [None] * k_models
-    stopped = [""] * k_models
-    start_epoch, elapsed_before = 0, 0.0
-
+    progress = _Progress([[] for _ in runs], [math.inf] * k_models, [0] * k_models, [None] * k_models,
+                         [""] * k_models, schedules)
     ckpt = _Checkpoint(Path(checkpoint) if checkpoint else None, _fingerprint(runs, config))
     state = ckpt.load()
     if state is not None:
-        meta = state["meta"]
-        tv, ntv = _tree_from(state, "tv", n_tv), _tree_from(state, "ntv", n_ntv)
-        m_state, v_state = _tree_from(state, "m", n_tv), _tree_from(state, "v", n_tv)
-        t_state = jnp.asarray(state["t"])
-        if config.ema_decay is not None:
-            ema = _tree_from(state, "ema", n_tv)
-        for k in range(k_models):
-            if f"best{k}_tv0" in state:
-                best_weights[k] = ([state[f"best{k}_tv{i}"] for i in range(n_tv)],
-                                   [state[f"best{k}_ntv{i}"] for i in range(n_ntv)])
-        histories, best, best_epoch, stopped = meta["histories"], meta["best"], meta["best_epoch"], meta["stopped"]
-        for sched, s in zip(schedules, meta["schedules"]):
-            sched.restore(s)
-        start_epoch, elapsed_before = int(meta["epoch"]), float(meta["elapsed"])
+        w, progress = _resume(state, w, progress, n_tv, n_ntv, config.ema_decay)
         if log:
-            print(f"fit: resumed {k_models} model(s) at epoch {start_epoch} from {ckpt.path}", file=sys.stderr)
-
-    def save_checkpoint(epoch: int, elapsed: float) -> None:
-        arrays_out: dict[str, np.ndarray] = {"t": np.asarray(t_state)}
-        for prefix, tree in (("tv", tv), ("ntv", ntv), ("m", m_state), ("v", v_state), ("ema", ema)):
-            arrays_out.update(_tree_arrays(prefix, tree))
-        for k, bw in enumerate(best_weights):
-            if bw is not None:
-                arrays_out.update(_tree_arrays(f"best{k}_tv", bw[0]))
-                arrays_out.update(_tree_arrays(f"best{k}_ntv", bw[1]))
-        ckpt.save(arrays_out, {"epoch": epoch, "elapsed": elapsed, "histories": histories, "best": best,
-                               "best_epoch": best_epoch, "stopped": stopped,
-                               "schedules": [s.state() for s in schedules]})
-
-    def validate(weights: list[Any], stats: list[Any]) -> np.ndarray:
-        """(K,) validation MAE in target units, over real (finite) labels only."""
-        steps = max(-(-r.validation.size // batch_size) for r in runs)
-        abs_sum, count = np.zeros(k_models), np.zeros(k_models)
-        for s in range(steps):
-            chunks = [r.validation[s * batch_size:(s + 1) * batch_size] for r in runs]
-            batch, y, w = batches.inputs(chunks)
-            y, mask = masked_labels(y, w)
-            pred = np.asarray(predict_step(weights, stats, batch, jnp.asarray(w), arrays))
-            abs_sum += np.sum(np.abs(pred - y) * mask, axis=(1, 2))
-            count += np.sum(mask, axis=(1, 2))
-        return abs_sum / count
-
+            print(f"fit: resumed {k_models} model(s) at epoch {progress.epoch} from {ckpt.path}", file=sys.stderr)
+    elapsed_before = progress.elapsed
     time_limit = None if config.time_limit_minutes is None else 60.0 * float(config.time_limit_minutes)
-    t_start = time.perf_counter()
-    last_save = t_start
-    epoch = start_epoch
-    steps_per_model = [-(-r.train.size // batch_size) for r in runs]
-    while epoch < config.epochs and not all(stopped):
+    t_start = last_save = time.perf_counter()
+    while progress.epoch < config.epochs and not all(progress.stopped):
         t_epoch = time.perf_counter()
-        orders = [np.random.default_rng([r.seed, epoch]).permutation(r.train) for r in runs]
-        n_steps = max(steps_per_model)
-        losses, abs_errs = [], []
-        counts = np.zeros(k_models)  # real labels seen per model (host side, exact)
-        for s in range(n_steps):
-            chunks = [orders[k][s * batch_size:(s + 1) * batch_size] if not stopped[k] else np.zeros(0, np.int64)
-                      for k in range(k_models)]
-            lr = jnp.asarray([schedules[k].rate(s, epoch + s / steps_per_model[k]) for k in range(k_models)],
-                             jnp.float32)
-            batch, y, w = batches.inputs(chunks)
-            y, mask = masked_labels(y, w)
-            tv, ntv, m_state, v_state, t_state, ema, loss, abs_err = train_step(
-                tv, ntv, m_state, v_state, t_state, ema, batch, jnp.asarray(y), jnp.asarray(w), jnp.asarray(mask),
-                std_arr, lr, arrays)
-            losses.append(loss)
-            abs_errs.append(abs_err)
-            counts += mask.sum(axis=(1, 2))
-        loss_sum = np.asarray(jnp.sum(jnp.stack(losses), axis=0))
-        train_mae = np.asarray(jnp.sum(jnp.stack(abs_errs), axis=0)) / np.maximum(counts, 1.0)
-        weights = ema if config.ema_decay is not None else tv
-        val_mae = validate(weights, ntv)
-        epoch += 1
+        w, loss_sum, train_mae = _train_epoch(runs, batches, train_step, w, progress, std_arr, batch_size)
+        weights = w.ema if config.ema_decay is not None else w.tv
+        val_mae = _validate(runs, batches, predict_step, weights, w.ntv, batch_size)
+        progress.epoch += 1
         now = time.perf_counter()
-        elapsed = elapsed_before + now - t_start
-        for k, run in enumerate(runs):
-            if stopped[k]:
-                continue
-            row = {"epoch": epoch, "loss": float(loss_sum[k] / steps_per_model[k]), "train_mae": float(train_mae[k]),
-                   "val_mae": float(val_mae[k]), "learning_rate": float(schedules[k].rate(0, epoch)),
-                   "epoch_seconds": round(now - t_epoch, 2)}
-            histories[k].append(row)
-            schedules[k].end_epoch(row["val_mae"])
-            if row["val_mae"] < best[k]:
-                best[k], best_epoch[k] = row["val_mae"], epoch
-                best_weights[k] = (_slice(weights, k), _slice(ntv, k))
-            if epoch - best_epoch[k] >= config.early_stopping_patience:
-                stopped[k] = f"early stopping (no val_mae improvement for {config.early_stopping_patience} epochs)"
-            if on_epoch is not None:
-                on_epoch(k, row)
-        if time_limit is not None and elapsed + (now - t_epoch) > time_limit:
-            stopped = [s or "time limit" for s in stopped]
+        progress.elapsed = elapsed_before + now - t_start
+        _end_epoch(runs, progress, loss_sum, train_mae, val_mae, weights, w.ntv, now - t_epoch, config, on_epoch)
+        if time_limit is not None and progress.elapsed + (now - t_epoch) > time_limit:
+            progress.stopped = [s or "time limit" for s in progress.stopped]
         if log:
             parts = "  ".join(f"{r.name} {val_mae[k]:.4g}" for k, r in enumerate(runs))
-            print(f"epoch {epoch:4d}  {now - t_epoch:6.1f}s  val_mae: {parts}", file=sys.stderr, flush=True)
+            print(f"epoch {progress.epoch:4d}  {now - t_epoch:6.1f}s  val_mae: {parts}", file=sys.stderr, flush=True)
         if ckpt.path is not None and (now - last_save >= 60.0 * config.checkpoint_minutes
-                                      or epoch >= config.epochs or all(stopped)):
-            save_checkpoint(epoch, elapsed)
+                                      or progress.epoch >= config.epochs or all(progress.stopped)):
+            ckpt.save({**w.arrays(), **progress.best_arrays()}, progress.meta())
             last_save = time.perf_counter()
-    fit_seconds = elapsed_before + time.perf_counter() - t_start
-
-    results = []
-    for k, (run, model) in enumerate(zip(runs, models)):
-        bw = best_weights[k] or (_slice(tv, k), _slice(ntv, k))
-        for var, value in zip(model.trainable_variables, bw[0]):
-            var.assign(value)
-        for var, value in zip(model.non_trainable_variables, bw[1]):
-            var.assign(value)
-        results.append(FitResult(name=run.name, model=model, history=histories[k], best_epoch=int(best_epoch[k]),
-                                 best_val_mae=float(best[k]), epochs_run=len(histories[k]),
-                                 stop_reason=stopped[k] or "max epochs", fit_seconds=round(fit_seconds, 1),
-                                 target_mean=_statistic(means[k]), target_std=_statistic(stds[k])))
-    return results
+    return _results(runs, models, w, progress, means, stds, elapsed_before + time.perf_counter() - t_start)
 
 
 def _statistic(value: np.ndarray) -> float | list[float]:
