@@ -112,29 +112,13 @@ class VectorFitResult:
     scales: list[float]
 
 
-def fit_vector(store: FeatureStore, y: np.ndarray, train: np.ndarray, validation: np.ndarray,
-               model_config: ModelConfig, config: VectorFitConfig, seed: int,
-               metadata: dict[str, Any] | None = None, log: bool = True) -> VectorFitResult:
-    """Train a fresh :class:`VectorGCModel` on store positions ``train`` (labels ``y`` (len(store), 6),
-    a.u.), early-stopped on ``validation``; returns the best epoch's model."""
+def _vector_step(model: Any, scales: np.ndarray, par_weight: float, par_scale: float) -> Any:
+    """The jitted Adam step (Keras' formulation) on the scaled vector loss plus ``par_weight`` times the
+    beta_par loss: ``(tv, ntv, m, v, t, inputs, y, w, lr) -> (tv, ntv, m, v, t, loss)``."""
     import jax
     import jax.numpy as jnp
-    import keras
 
-    from qmlrp.models.equivariant import build_vector_model
-    from qmlrp.training.batches import feature_sample
-
-    t0 = time.perf_counter()
-    keras.utils.set_random_seed(int(seed))
-    model = build_vector_model(model_config, metadata=metadata, n_vectors=y.shape[1] // 3)
-    scales = vector_scales(y[train], y.shape[1] // 3)
-    model.head.scaling.set_scales(scales)
-    model.input_layer.adapt(*feature_sample(store, train, 5000, seed))
-    tv = [jnp.asarray(v.value) for v in model.trainable_variables]
-    ntv = [jnp.asarray(v.value) for v in model.non_trainable_variables]
     scales_j = jnp.asarray(scales, jnp.float32)
-    par_weight = float(config.beta_parallel_weight)
-    par_scale = float(np.std(parallel_from_vectors(y[train]))) if par_weight > 0 else 1.0
 
     def loss_fn(tv: Any, ntv: Any, inputs: Any, yb: Any, w: Any) -> Any:
         pred, new_ntv = model.stateless_call(tv, ntv, inputs, training=True)
@@ -155,15 +139,41 @@ def fit_vector(store: FeatureStore, y: np.ndarray, train: np.ndarray, validation
         tv1 = [p - mi * alpha / (jnp.sqrt(vi) + ADAM_EPSILON) for p, mi, vi in zip(tv, m1, v1)]
         return tv1, new_ntv, m1, v1, t1, loss
 
-    def assign(tv_: list[Any], ntv_: list[Any]) -> None:
-        for var, val in zip(model.trainable_variables, tv_):
-            var.assign(np.asarray(val))
-        for var, val in zip(model.non_trainable_variables, ntv_):
-            var.assign(np.asarray(val))
+    return step
 
+
+def _assign(model: Any, tv: list[Any], ntv: list[Any]) -> None:
+    """Write stateless weights back into the Keras model."""
+    for var, val in zip(model.trainable_variables, tv):
+        var.assign(np.asarray(val))
+    for var, val in zip(model.non_trainable_variables, ntv):
+        var.assign(np.asarray(val))
+
+
+def fit_vector(store: FeatureStore, y: np.ndarray, train: np.ndarray, validation: np.ndarray,
+               model_config: ModelConfig, config: VectorFitConfig, seed: int,
+               metadata: dict[str, Any] | None = None, log: bool = True) -> VectorFitResult:
+    """Train a fresh :class:`VectorGCModel` on store positions ``train`` (labels ``y`` (len(store), 6),
+    a.u.), early-stopped on ``validation``; returns the best epoch's model."""
+    import jax.numpy as jnp
+    import keras
+
+    from qmlrp.models.equivariant import build_vector_model
+    from qmlrp.training.batches import feature_sample
+
+    t0 = time.perf_counter()
+    keras.utils.set_random_seed(int(seed))
+    model = build_vector_model(model_config, metadata=metadata, n_vectors=y.shape[1] // 3)
+    scales = vector_scales(y[train], y.shape[1] // 3)
+    model.head.scaling.set_scales(scales)
+    model.input_layer.adapt(*feature_sample(store, train, 5000, seed))
+    tv = [jnp.asarray(v.value) for v in model.trainable_variables]
+    ntv = [jnp.asarray(v.value) for v in model.non_trainable_variables]
+    par_weight = float(config.beta_parallel_weight)
+    par_scale = float(np.std(parallel_from_vectors(y[train]))) if par_weight > 0 else 1.0
+    step = _vector_step(model, scales, par_weight, par_scale)
     rng = np.random.default_rng(int(seed))
-    m = [jnp.zeros_like(p) for p in tv]
-    v = [jnp.zeros_like(p) for p in tv]
+    m, v = [jnp.zeros_like(p) for p in tv], [jnp.zeros_like(p) for p in tv]
     t = jnp.asarray(0.0, jnp.float32)
     lr, best, best_epoch, since_best, since_lr = config.learning_rate, np.inf, 0, 0, 0
     best_weights = (tv, ntv)
@@ -175,12 +185,11 @@ def fit_vector(store: FeatureStore, y: np.ndarray, train: np.ndarray, validation
         losses = []
         for s in range(0, order.size, config.batch_size):
             chunk = np.sort(order[s:s + config.batch_size])
-            inputs = molecule_inputs(store, chunk)
-            x, yb, w = pad_inputs(inputs, y[chunk].astype(np.float32), config.batch_size + 1,
+            x, yb, w = pad_inputs(molecule_inputs(store, chunk), y[chunk].astype(np.float32), config.batch_size + 1,
                                   config.atom_bucket, config.pair_bucket)
             tv, ntv, m, v, t, loss = step(tv, ntv, m, v, t, x, yb, w, jnp.asarray(lr, jnp.float32))
             losses.append(float(loss) * chunk.size)
-        assign(tv, ntv)
+        _assign(model, tv, ntv)
         pred_val = predict_vectors(model, store, validation)
         val_par_mae = float(np.nanmean(np.abs(parallel_from_vectors(pred_val) - y_val_par)))
         val_loss = float(vector_loss(pred_val, y[validation], scales, np.ones(len(validation))))
@@ -190,8 +199,7 @@ def fit_vector(store: FeatureStore, y: np.ndarray, train: np.ndarray, validation
             best, best_epoch, since_best, since_lr = val_par_mae, epoch, 0, 0
             best_weights = (tv, ntv)
         else:
-            since_best += 1
-            since_lr += 1
+            since_best, since_lr = since_best + 1, since_lr + 1
             if since_lr >= config.lr_patience:
                 lr, since_lr = max(lr * config.lr_factor, config.min_learning_rate), 0
         if log and (epoch % 10 == 0 or epoch == 1):
@@ -200,6 +208,6 @@ def fit_vector(store: FeatureStore, y: np.ndarray, train: np.ndarray, validation
                   file=sys.stderr)
         if since_best >= config.early_stopping_patience:
             break
-    assign(*best_weights)
+    _assign(model, *best_weights)
     return VectorFitResult(model, history, best_epoch, float(best), epoch, round(time.perf_counter() - t0, 1),
                            [float(s) for s in scales])
