@@ -132,30 +132,22 @@ def basis_effect(labels: pd.DataFrame, other: pd.DataFrame, name: str, other_nam
     return both, summary
 
 
-def build_beta_data(params: BetaDataParams, output: str | Path = BETA_DATA, metrics: str | Path = BETA_METRICS,
-                    basis_table: str | Path = BASIS_EFFECT, scratch_root: str | Path = Path("data/tmp/beta_featurize"),
-                    ) -> dict[str, Any]:
-    """Run the stage (see the module docstring); returns the metrics written to ``metrics``.
-
-    ``output`` receives ``qm9.parquet``, ``features/``, ``folds.parquet`` (the paths of
-    :func:`qmlrp.paths.dataset_paths` when it is ``data/beta``) and the sub-stages' own records
-    (``ingest_rejects.csv``, ``featurize_failures.csv``, ``ingest.json``, ``featurize.json``,
-    ``split.json``, ``excluded.csv``)."""
-    from qmlrp.data.ingest import _id_of_name, ingest
-    from qmlrp.data.split import split
-    from qmlrp.features.featurize import featurize_table
-
-    output = Path(output)
-    labels, level = read_level(params.labels)
-    compared = read_level(params.compare) if params.compare is not None else None
-    name = Path(params.labels).name
-
+def _finite_labels(labels: pd.DataFrame, params: BetaDataParams) -> tuple[np.ndarray, pd.DataFrame, list[pd.DataFrame]]:
+    """(n_labelled,) mask of finite β∥, the kept rows sorted by id, and the exclusion list started with the NaN rows."""
     finite = np.isfinite(labels["beta_parallel_au"].to_numpy(dtype=np.float64))
     excluded = [pd.DataFrame({"id": labels.loc[~finite, "id"].astype(np.int64), "stage": "labels",
                               "reason": "beta_parallel_au is NaN (dipole ~ 0)"})]
     kept = labels[finite].sort_values("id").reset_index(drop=True)
     if kept.empty:
         raise QmlrpError(f"{params.labels}: no label with a finite beta_parallel_au")
+    return finite, kept, excluded
+
+
+def _ingest_labelled(params: BetaDataParams, output: Path, kept: pd.DataFrame,
+                     excluded: list[pd.DataFrame]) -> tuple[pa.Table, pd.DataFrame]:
+    """Ingest the kept ids into a fresh ``output``, join the label columns (a.u.) into ``qm9.parquet``; returns the
+    table and the id-ordered joined labels; ingest rejects are appended to ``excluded``."""
+    from qmlrp.data.ingest import _id_of_name, ingest
 
     if output.exists():
         shutil.rmtree(output)
@@ -172,8 +164,17 @@ def build_beta_data(params: BetaDataParams, output: str | Path = BETA_DATA, metr
     for column in LABEL_COLUMNS:
         table = table.append_column(pa.field(column, pa.float64()), pa.array(joined[column].to_numpy(np.float64)))
     write_parquet(table, table_path)
+    return table, joined
 
-    featurized = featurize_table(table_path, output / "features", output / "featurize_failures.csv",
+
+def _featurize_and_split(params: BetaDataParams, output: Path, scratch_root: str | Path,
+                         excluded: list[pd.DataFrame]) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+    """Featurize ``output/qm9.parquet`` and split it into folds; returns the featurize and split results and the
+    exclusions (sorted by stage, id), written to ``output/excluded.csv``."""
+    from qmlrp.data.split import split
+    from qmlrp.features.featurize import featurize_table
+
+    featurized = featurize_table(output / "qm9.parquet", output / "features", output / "featurize_failures.csv",
                                  output / "featurize.json", workers=params.workers, chunk_size=params.chunk_size,
                                  scratch_root=scratch_root)
     failures = pd.read_csv(output / "featurize_failures.csv")
@@ -184,6 +185,38 @@ def build_beta_data(params: BetaDataParams, output: str | Path = BETA_DATA, metr
                          n_folds=params.n_folds, seed=params.seed)
     excluded_frame = pd.concat(excluded, ignore_index=True).sort_values(["stage", "id"]).reset_index(drop=True)
     write_csv(excluded_frame, output / "excluded.csv")
+    return featurized, split_result, excluded_frame
+
+
+def _write_basis_effect(params: BetaDataParams, labels: pd.DataFrame, compared: tuple[pd.DataFrame, dict[str, Any]] | None,
+                        name: str, basis_table: str | Path) -> dict[str, Any] | None:
+    """Write the basis-effect table (an empty one without ``compare``); returns its metrics entry or None."""
+    if compared is None:  # the stage's output exists either way
+        write_csv(pd.DataFrame(columns=["id", "smiles", "n_atoms", "difference_au", "ratio"]), basis_table)
+        return None
+    other_name = Path(str(params.compare)).name
+    both, summary = basis_effect(labels, compared[0], name, other_name)
+    write_csv(both, basis_table)
+    return {**summary, "compare": str(params.compare), "compare_identity": compared[1]}
+
+
+def build_beta_data(params: BetaDataParams, output: str | Path = BETA_DATA, metrics: str | Path = BETA_METRICS,
+                    basis_table: str | Path = BASIS_EFFECT, scratch_root: str | Path = Path("data/tmp/beta_featurize"),
+                    ) -> dict[str, Any]:
+    """Run the stage (see the module docstring); returns the metrics written to ``metrics``.
+
+    ``output`` receives ``qm9.parquet``, ``features/``, ``folds.parquet`` (the paths of
+    :func:`qmlrp.paths.dataset_paths` when it is ``data/beta``) and the sub-stages' own records
+    (``ingest_rejects.csv``, ``featurize_failures.csv``, ``ingest.json``, ``featurize.json``,
+    ``split.json``, ``excluded.csv``)."""
+    output = Path(output)
+    labels, level = read_level(params.labels)
+    compared = read_level(params.compare) if params.compare is not None else None
+    name = Path(params.labels).name
+
+    finite, kept, excluded = _finite_labels(labels, params)
+    table, joined = _ingest_labelled(params, output, kept, excluded)
+    featurized, split_result, excluded_frame = _featurize_and_split(params, output, scratch_root, excluded)
 
     ids = read_parquet(output / "features" / "molecules.parquet", ["id"]).column("id").to_numpy()
     values = joined.set_index("id").loc[ids, "beta_parallel_au"].to_numpy(np.float64)
@@ -207,12 +240,6 @@ def build_beta_data(params: BetaDataParams, output: str | Path = BETA_DATA, metr
         "basis_effect": None,
         "params": asdict(params),
     }
-    if compared is not None:
-        other_name = Path(str(params.compare)).name
-        both, summary = basis_effect(labels, compared[0], name, other_name)
-        write_csv(both, basis_table)
-        result["basis_effect"] = {**summary, "compare": str(params.compare), "compare_identity": compared[1]}
-    else:  # the stage's output exists either way
-        write_csv(pd.DataFrame(columns=["id", "smiles", "n_atoms", "difference_au", "ratio"]), basis_table)
+    result["basis_effect"] = _write_basis_effect(params, labels, compared, name, basis_table)
     write_json(result, metrics)
     return result

@@ -252,30 +252,54 @@ def run_explain(
     return metrics
 
 
-def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out: Path, label: str) -> dict[str, Any]:
-    """One explained output (``selection``) of ``subject`` over its molecules -> files in ``out``
-    and the view's metrics."""
+@dataclass
+class _RuleChunks:
+    """One rule's per-chunk results, in chunk order: (n_chunk, 12) type arrays and (n_chunk,) per-molecule values."""
+
+    signed: list[np.ndarray] = field(default_factory=list)
+    absolute: list[np.ndarray] = field(default_factory=list)
+    totals: list[np.ndarray] = field(default_factory=list)
+    shares: list[np.ndarray] = field(default_factory=list)
+    cons: list[np.ndarray] = field(default_factory=list)
+    share: list[np.ndarray] = field(default_factory=list)
+    reached: list[np.ndarray] = field(default_factory=list)
+    empty: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class _Pass:
+    """The relevance pass over a view's molecules: per-rule chunks, ids and mean shares per chunk, (n,)
+    explained outputs and their labels (target units), (n,) outlier mask, forward and LRP seconds."""
+
+    chunks: dict[str, _RuleChunks]
+    ids: list[np.ndarray]
+    mean_share: list[np.ndarray]
+    y_pred: np.ndarray
+    y_true: np.ndarray
+    outliers: np.ndarray
+    t_forward: float
+    t_lrp: float
+
+
+@dataclass
+class _Summary:
+    """A view's summaries: the long types table, per-molecule rows and type shares, and per-rule metrics."""
+
+    types: pd.DataFrame
+    per_molecule: list[pd.DataFrame]
+    per_molecule_shares: list[pd.DataFrame]
+    rule_metrics: dict[str, Any]
+
+
+def _relevance_pass(subject: _Subject, config: ExplainConfig, rules: dict[str, Composite], select: Any,
+                    width: int, label: str) -> _Pass:
+    """Forward and LRP over ``subject.positions`` chunk by chunk (``width`` model outputs), summarised per chunk;
+    logs the pass."""
     from qmlrp.models.inputs import batch_to_inputs
-    from qmlrp.relevance.faithfulness import faithfulness_table, forward_function, gradient_times_input
-    from qmlrp.relevance.plots import perturbation_curves, type_bars
 
-    store, spec, lrp, rules = subject.store, subject.spec, subject.lrp, config.resolved_rules()
-    positions = subject.positions
-    test = subject.split.test[np.isin(subject.split.test, positions)]  # the fold's labelled molecules
-    select = _selector(subject, selection)
-    width = int(spec.n_outputs)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # -- relevance over all molecules, summarised per chunk ---------------------------------
+    store, lrp, positions = subject.store, subject.lrp, subject.positions
     chunks = _chunks(positions, config.batch_size)
-    signed = {r: [] for r in rules}
-    absolute = {r: [] for r in rules}
-    totals = {r: [] for r in rules}
-    shares = {r: [] for r in rules}
-    cons = {r: [] for r in rules}
-    share = {r: [] for r in rules}
-    reached = {r: [] for r in rules}
-    empty = {r: [] for r in rules}
+    per_rule = {r: _RuleChunks() for r in rules}
     ids: list[np.ndarray] = []
     mean_share: list[np.ndarray] = []
     outputs: list[np.ndarray] = []
@@ -294,14 +318,15 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
         t_lrp += time.perf_counter() - t0
         for name, e in explanations.items():
             args = (e.atoms, e.pairs, e.atom_molecule, e.pair_molecule, e.n_molecules)
-            signed[name].append(type_relevance(*args))
-            absolute[name].append(type_relevance(*args, absolute=True))
-            totals[name].append(type_relevance(*args, absolute=True, reduce="sum"))
-            shares[name].append(type_shares(*args))
-            cons[name].append(e.relative_conservation_error())
-            share[name].append(e.absorbed_share())
-            reached[name].append(e.input_share())
-            empty[name].append(e.empty())
+            acc = per_rule[name]
+            acc.signed.append(type_relevance(*args))
+            acc.absolute.append(type_relevance(*args, absolute=True))
+            acc.totals.append(type_relevance(*args, absolute=True, reduce="sum"))
+            acc.shares.append(type_shares(*args))
+            acc.cons.append(e.relative_conservation_error())
+            acc.share.append(e.absorbed_share())
+            acc.reached.append(e.input_share())
+            acc.empty.append(e.empty())
         mean_share.append(e.mean_share())
         ids.append(np.asarray(batch.ids))
     y_pred = np.concatenate(outputs)
@@ -309,34 +334,47 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
     outliers = outlier_mask(y_true, y_pred, config.outliers.get("k_mae"), config.outliers.get("quantile"))
     _log(f"{label}: {positions.size} molecules, {len(rules)} rules, forward {t_forward:.1f}s, "
          f"LRP {t_lrp:.1f}s, {int(outliers.sum())} outliers")
+    return _Pass(per_rule, ids, mean_share, y_pred, y_true, outliers, t_forward, t_lrp)
 
-    all_ids = np.concatenate(ids)
-    rows = []
+
+def _type_rows(name: str, per_kind: dict[str, np.ndarray], outliers: np.ndarray,
+               rows: list[pd.DataFrame]) -> dict[str, dict[str, float]]:
+    """Append one rule's summary tables (value x subset) to ``rows``; returns the per-type means over all molecules."""
+    means: dict[str, dict[str, float]] = {}
+    for kind, raw in per_kind.items():
+        norm = raw if kind == "share" else normalise(raw)[0]  # shares are plain: no normalisation
+        for subset, keep in (("all", None), ("no_outliers", ~outliers)):
+            tab = summary_table(norm, keep)
+            tab["raw_mean"] = summary_table(raw, keep)["mean"]
+            tab.insert(0, "subset", subset)
+            tab.insert(0, "value", kind)
+            tab.insert(0, "rule", name)
+            rows.append(tab)
+            if subset == "all":
+                means[kind] = dict(zip(tab["type"], map(float, tab["mean"])))
+    return means
+
+
+def _summarise(subject: _Subject, rules: dict[str, Composite], run: _Pass, label: str) -> _Summary:
+    """Per rule: types-table rows, per-molecule rows and shares, and metrics; logs empty explanations."""
+    spec, outliers = subject.spec, run.outliers
+    all_ids = np.concatenate(run.ids)
+    rows: list[pd.DataFrame] = []
     per_molecule = []
     per_molecule_shares = []
     rule_metrics: dict[str, Any] = {}
     for name in rules:
-        per_kind = {"signed": np.concatenate(signed[name]), "absolute": np.concatenate(absolute[name]),
-                    "share": np.concatenate(shares[name])}
-        means: dict[str, dict[str, float]] = {}
-        for kind, raw in per_kind.items():
-            norm = raw if kind == "share" else normalise(raw)[0]  # shares are plain: no normalisation
-            for subset, keep in (("all", None), ("no_outliers", ~outliers)):
-                tab = summary_table(norm, keep)
-                tab["raw_mean"] = summary_table(raw, keep)["mean"]
-                tab.insert(0, "subset", subset)
-                tab.insert(0, "value", kind)
-                tab.insert(0, "rule", name)
-                rows.append(tab)
-                if subset == "all":
-                    means[kind] = dict(zip(tab["type"], map(float, tab["mean"])))
+        acc = run.chunks[name]
+        per_kind = {"signed": np.concatenate(acc.signed), "absolute": np.concatenate(acc.absolute),
+                    "share": np.concatenate(acc.shares)}
+        means = _type_rows(name, per_kind, outliers, rows)
         abs_norm, _ = normalise(per_kind["absolute"])
-        tot_norm, _ = normalise(np.concatenate(totals[name]))
-        c = np.concatenate(cons[name])
-        s = np.concatenate(share[name])
-        r_in = np.concatenate(reached[name])
-        flagged = np.concatenate(empty[name])
-        per_molecule.append(pd.DataFrame({"id": all_ids, "rule": name, "output": y_pred, "input_share": r_in,
+        tot_norm, _ = normalise(np.concatenate(acc.totals))
+        c = np.concatenate(acc.cons)
+        s = np.concatenate(acc.share)
+        r_in = np.concatenate(acc.reached)
+        flagged = np.concatenate(acc.empty)
+        per_molecule.append(pd.DataFrame({"id": all_ids, "rule": name, "output": run.y_pred, "input_share": r_in,
                                           "conservation_rel_error": c, "empty": flagged}))
         shares_frame = pd.DataFrame(per_kind["share"].astype(np.float32), columns=list(FEATURE_TYPES))
         shares_frame.insert(0, "outlier", outliers)
@@ -363,11 +401,18 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
             "absorbed_share_of_output": {"median": float(np.nanmedian(s)), "mean": float(np.nanmean(s)),
                                          "max_abs": float(np.nanmax(np.abs(s)))},
         }
-    types = pd.concat(rows, ignore_index=True)
+    return _Summary(pd.concat(rows, ignore_index=True), per_molecule, per_molecule_shares, rule_metrics)
+
+
+def _write_summary(summary: _Summary, rules: dict[str, Composite], out: Path, label: str) -> None:
+    """``types.csv``, ``molecules.csv``, ``shares.parquet``, and per rule and subset a bar chart and a ``dvc/`` table."""
+    from qmlrp.relevance.plots import type_bars
+
+    types = summary.types
     write_csv(types, out / "types.csv")
-    write_csv(pd.concat(per_molecule, ignore_index=True), out / "molecules.csv")
+    write_csv(pd.concat(summary.per_molecule, ignore_index=True), out / "molecules.csv")
     # per-molecule type shares (float32): the input of the cross-target comparison (compare stage)
-    write_parquet(pa.Table.from_pandas(pd.concat(per_molecule_shares, ignore_index=True), preserve_index=False),
+    write_parquet(pa.Table.from_pandas(pd.concat(summary.per_molecule_shares, ignore_index=True), preserve_index=False),
                   out / "shares.parquet")
     for name in rules:
         for subset, suffix in (("all", ""), ("no_outliers", "_no_outliers")):
@@ -379,14 +424,21 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
             wide.columns = [v if m == "mean" else f"{v}_std" for m, v in wide.columns]
             write_csv(wide.reset_index(), out / "dvc" / f"types_{name}{suffix}.csv")
 
-    # -- faithfulness on held-out molecules ---------------------------------------------------
+
+def _faithfulness(subject: _Subject, config: ExplainConfig, rules: dict[str, Composite], select: Any,
+                  test: np.ndarray, out: Path, label: str) -> dict[str, Any]:
+    """AOPC on the first held-out (test) molecules: ``aopc.csv``, ``perturbation.csv``/``.png``; returns the metrics."""
+    from qmlrp.models.inputs import batch_to_inputs
+    from qmlrp.relevance.faithfulness import faithfulness_table, forward_function, gradient_times_input
+    from qmlrp.relevance.plots import perturbation_curves
+
     f = config.faithfulness
     sample = test[: int(f.get("molecules", 200))]
     faith: dict[str, Any] = {}
     if sample.size:
-        batch = store.batch(sample)
+        batch = subject.store.batch(sample)
         sel = select(sample)
-        explanations = lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids, output=sel)
+        explanations = subject.lrp.explain_inputs(batch_to_inputs(batch), rules, batch.ids, output=sel)
         attributions = {name: (e.atoms, e.pairs) for name, e in explanations.items()}
         attributions["gradient_x_input"] = gradient_times_input(subject.model, sel)(batch)
         aopc_rows, curves = faithfulness_table(batch, attributions, forward_function(subject.model, sel),
@@ -399,20 +451,43 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
         for r in aopc_rows:
             faith.setdefault(r["unit"], {})[r["method"]] = {"aopc": r["aopc"], "sem": r["aopc_sem"]}
         faith["n_molecules"] = int(sample.size)
+    return faith
 
-    # -- pictures -----------------------------------------------------------------------------
-    reference = dict(zip(store.ids[positions].tolist(), y_true.tolist()))
-    drawn = draw_molecules(store, subject.table, lrp, rules, _draw_ids(store, config.draw, test),
-                           out / "molecules", label, spec.units, reference, bool(config.draw.get("same_scale", True)),
-                           select)
 
+def _draw_view(subject: _Subject, config: ExplainConfig, rules: dict[str, Composite], select: Any,
+               test: np.ndarray, y_true: np.ndarray, out: Path, label: str) -> list[int]:
+    """Per-molecule pictures of the chosen molecules into ``out/molecules``, labels (target units) as reference."""
+    store = subject.store
+    reference = dict(zip(store.ids[subject.positions].tolist(), y_true.tolist()))
+    return draw_molecules(store, subject.table, subject.lrp, rules, _draw_ids(store, config.draw, test),
+                          out / "molecules", label, subject.spec.units, reference,
+                          bool(config.draw.get("same_scale", True)), select)
+
+
+def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out: Path, label: str) -> dict[str, Any]:
+    """One explained output (``selection``) of ``subject`` over its molecules -> files in ``out``
+    and the view's metrics."""
+    rules = config.resolved_rules()
+    positions = subject.positions
+    test = subject.split.test[np.isin(subject.split.test, positions)]  # the fold's labelled molecules
+    select = _selector(subject, selection)
+    width = int(subject.spec.n_outputs)
+    out.mkdir(parents=True, exist_ok=True)
+
+    run = _relevance_pass(subject, config, rules, select, width, label)  # relevance over all molecules, per chunk
+    summary = _summarise(subject, rules, run, label)
+    _write_summary(summary, rules, out, label)
+    faith = _faithfulness(subject, config, rules, select, test, out, label)  # on held-out molecules
+    drawn = _draw_view(subject, config, rules, select, test, run.y_true, out, label)
+
+    y_pred, y_true, t_forward, t_lrp = run.y_pred, run.y_true, run.t_forward, run.t_lrp
     return {
         "n_molecules": int(positions.size),
         "model_mae": float(np.mean(np.abs(y_pred - y_true))),
         "outlier_cut": {k: v for k, v in config.outliers.items()},
-        "n_outliers": int(outliers.sum()),
-        "target_mean_share_of_output": {"median": float(np.nanmedian(np.concatenate(mean_share)))},
-        "rules": rule_metrics,
+        "n_outliers": int(run.outliers.sum()),
+        "target_mean_share_of_output": {"median": float(np.nanmedian(np.concatenate(run.mean_share)))},
+        "rules": summary.rule_metrics,
         "faithfulness": faith,
         "timing": {"forward_s": round(t_forward, 3), "lrp_all_rules_s": round(t_lrp, 3), "n_rules": len(rules),
                    "lrp_per_rule_over_forward": round(t_lrp / max(t_forward, 1e-9) / len(rules), 3)},

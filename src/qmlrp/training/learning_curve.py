@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,12 @@ from qmlrp.figures import saved_figure
 from qmlrp.io import write_csv, write_json
 from qmlrp.paths import METRICS, dataset_paths
 from qmlrp.training.baselines import reference_inputs, reference_maes
+
+if TYPE_CHECKING:
+    from qmlrp.features.store import FeatureStore
+    from qmlrp.targets import Target
+    from qmlrp.training.config import TrainConfig
+    from qmlrp.training.engine import FitResult, ModelRun
 
 CURVE_METRICS = METRICS / "beta_learning_curve.json"
 CURVE_TABLE = Path("plots/beta/learning_curve.csv")
@@ -98,6 +104,104 @@ def _sd(values: list[float]) -> float | None:
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
+class _Planned(NamedTuple):
+    """One model of the curve: its training fraction, test fold, run (subsampled train) and (n_test,) test positions."""
+
+    fraction: float
+    fold: int
+    run: ModelRun
+    test: np.ndarray
+
+
+def _plan(store: FeatureStore, table: str | Path, folds_path: str | Path, target: Target,
+          curve: LearningCurveParams, config: TrainConfig) -> list[_Planned]:
+    """The curve's models, fold by fold and fraction by fraction (nested seeded subsamples of each fold's training set)."""
+    from qmlrp.training.train import fold_run
+
+    planned = []
+    for fold in curve.folds:
+        run, split = fold_run(store, table, folds_path, target.name, fold, config)
+        for fraction, train in zip(curve.fractions, subsample(run.train, curve.fractions, curve.seed, fold)):
+            metadata = {**run.metadata, "n_train": int(train.size), "fraction": float(fraction)}
+            planned.append(_Planned(fraction, fold, replace(run, name=f"{run.name}/n{train.size}", train=train,
+                                                            metadata=metadata), split.test))
+    return planned
+
+
+def _control_labels(table: str | Path, store: FeatureStore) -> np.ndarray:
+    """(n_molecules,) control target (``CONTROL``, in its units) in store order; QmlrpError if one is missing."""
+    control = pd.read_parquet(table, columns=["id", CONTROL[0]]).set_index("id")[CONTROL[0]].reindex(
+        [int(i) for i in store.ids]).to_numpy(np.float64)
+    if not np.all(np.isfinite(control)):
+        raise QmlrpError(f"{table}: no {CONTROL[0]} (the control target) for molecule id "
+                         f"{int(np.asarray(store.ids)[~np.isfinite(control)][0])}")
+    return control
+
+
+def _per_model(planned: list[_Planned], results: list[FitResult], store: FeatureStore, fingerprints: np.ndarray,
+               coulomb: np.ndarray, control: np.ndarray) -> pd.DataFrame:
+    """One row per model: fraction, fold, sizes, test MAE (target units), the references' MAEs on the target and
+    on the control, best epoch and epochs run."""
+    from qmlrp.training.train import predict_positions
+
+    rows = []
+    for (fraction, fold, run, test), result in zip(planned, results):
+        pred = predict_positions(result.model, store, test, 256)
+        rows.append({"fraction": float(fraction), "fold": int(fold), "n_train": int(run.train.size),
+                     "n_test": int(test.size), "test_mae": float(np.mean(np.abs(pred - run.y[test]))),
+                     **reference_maes(fingerprints, coulomb, run.y, run.train, run.validation, test),
+                     **{f"control_{k}": v for k, v in reference_maes(
+                         fingerprints, coulomb, control, run.train, run.validation, test).items()},
+                     "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs_run)})
+    return pd.DataFrame(rows)
+
+
+def _size_entries(per_model: pd.DataFrame, fractions: tuple[float, ...], mad: float,
+                  control_mad: float) -> list[dict[str, Any]]:
+    """Per fraction: n_train, MAE mean ± sd over folds (target units), MAE/MAD and pass, for the model and each
+    reference, and the references' MAE/MAD on the control."""
+    sizes = []
+    for fraction in fractions:
+        group = per_model[per_model["fraction"] == float(fraction)].sort_values("fold")
+        maes = group["test_mae"].tolist()
+        mean = float(np.mean(maes))
+        entry = {"fraction": float(fraction), "n_train": int(round(group["n_train"].mean())),
+                 "n_train_per_fold": [int(n) for n in group["n_train"]], "mae_mean": mean, "mae_sd": _sd(maes),
+                 "mae_over_mad": mean / mad if mad > 0 else None, "mae_per_fold": maes,
+                 "pass": bool(mean <= MAD_BAR * mad)}
+        for model in REFERENCES:
+            values = group[f"{model}_mae"].tolist()
+            entry[f"{model}_mae_mean"] = float(np.mean(values))
+            entry[f"{model}_mae_sd"] = _sd(values)
+            entry[f"{model}_mae_over_mad"] = float(np.mean(values)) / mad if mad > 0 else None
+        for model in REFERENCES:
+            entry[f"control_{model}_mae_over_mad"] = float(group[f"control_{model}_mae"].mean()) / control_mad
+        sizes.append(entry)
+    return sizes
+
+
+def _curve_frame(sizes: list[dict[str, Any]], mad: float) -> pd.DataFrame:
+    """The curve's table (one row per size) with the labels' MAD and the bar as columns."""
+    columns = ("fraction", "n_train", "mae_mean", "mae_sd", "mae_over_mad") + tuple(
+        f"{m}_mae_{x}" for m in REFERENCES for x in ("mean", "sd", "over_mad")) + tuple(
+        f"control_{m}_mae_over_mad" for m in REFERENCES)
+    frame = pd.DataFrame([{k: s[k] for k in columns} for s in sizes])
+    frame["mad"] = mad
+    frame["mae_bar"] = MAD_BAR * mad
+    return frame
+
+
+def _log_sizes(sizes: list[dict[str, Any]], target: Target, mad: float) -> None:
+    """One stderr line per size: the model's and the references' MAEs, and the control's MAE/MAD."""
+    for s in sizes:
+        print(f"{target.name} n_train {s['n_train']}: test MAE {s['mae_mean']:.4g} {target.units} "
+              f"({s['mae_mean'] / mad if mad > 0 else float('nan'):.3g} MAD); fingerprint ridge "
+              f"{s['ridge_mae_mean']:.4g}, Coulomb kernel ridge {s['krr_mae_mean']:.4g}, training mean "
+              f"{s['mean_mae_mean']:.4g}; control {CONTROL[1]} (MAE/MAD): ridge "
+              f"{s['control_ridge_mae_over_mad']:.3g}, kernel ridge {s['control_krr_mae_over_mad']:.3g}",
+              file=sys.stderr)
+
+
 def learning_curve(
     params_path: str | Path = "params.yaml",
     target_name: str = "beta",
@@ -119,7 +223,6 @@ def learning_curve(
     from qmlrp.targets import get_target
     from qmlrp.training.dataset_config import target_config
     from qmlrp.training.engine import fit
-    from qmlrp.training.train import fold_run, predict_positions
 
     config = target_config(target_name, params_path)
     curve = parse_section(LearningCurveParams, "beta_learning_curve", stage_params("beta_learning_curve", params_path))
@@ -129,51 +232,16 @@ def learning_curve(
         raise QmlrpError(f"{features}: not found (run `dvc repro beta_data` first)")
     t0 = time.perf_counter()
     store = FeatureStore.open(features)
-    planned = []  # (fraction, fold, run, test positions)
-    for fold in curve.folds:
-        run, split = fold_run(store, table, folds_path, target.name, fold, config)
-        for fraction, train in zip(curve.fractions, subsample(run.train, curve.fractions, curve.seed, fold)):
-            metadata = {**run.metadata, "n_train": int(train.size), "fraction": float(fraction)}
-            planned.append((fraction, fold, replace(run, name=f"{run.name}/n{train.size}", train=train,
-                                                    metadata=metadata), split.test))
-    results = fit(store, [p[2] for p in planned], config, log=log)
+    planned = _plan(store, table, folds_path, target, curve, config)
+    results = fit(store, [p.run for p in planned], config, log=log)
     fingerprints, coulomb = reference_inputs(table, store.ids)
-    control = pd.read_parquet(table, columns=["id", CONTROL[0]]).set_index("id")[CONTROL[0]].reindex(
-        [int(i) for i in store.ids]).to_numpy(np.float64)
-    if not np.all(np.isfinite(control)):
-        raise QmlrpError(f"{table}: no {CONTROL[0]} (the control target) for molecule id "
-                         f"{int(np.asarray(store.ids)[~np.isfinite(control)][0])}")
-    rows = []
-    for (fraction, fold, run, test), result in zip(planned, results):
-        pred = predict_positions(result.model, store, test, 256)
-        rows.append({"fraction": float(fraction), "fold": int(fold), "n_train": int(run.train.size),
-                     "n_test": int(test.size), "test_mae": float(np.mean(np.abs(pred - run.y[test]))),
-                     **reference_maes(fingerprints, coulomb, run.y, run.train, run.validation, test),
-                     **{f"control_{k}": v for k, v in reference_maes(
-                         fingerprints, coulomb, control, run.train, run.validation, test).items()},
-                     "best_epoch": int(result.best_epoch), "epochs_run": int(result.epochs_run)})
-    per_model = pd.DataFrame(rows)
+    control = _control_labels(table, store)
+    per_model = _per_model(planned, results, store, fingerprints, coulomb, control)
 
-    y = planned[0][2].y
+    y = planned[0].run.y
     mad = float(np.mean(np.abs(y - np.mean(y))))
     control_mad = float(np.mean(np.abs(control - np.mean(control))))
-    sizes = []
-    for fraction in curve.fractions:
-        group = per_model[per_model["fraction"] == float(fraction)].sort_values("fold")
-        maes = group["test_mae"].tolist()
-        mean = float(np.mean(maes))
-        entry = {"fraction": float(fraction), "n_train": int(round(group["n_train"].mean())),
-                 "n_train_per_fold": [int(n) for n in group["n_train"]], "mae_mean": mean, "mae_sd": _sd(maes),
-                 "mae_over_mad": mean / mad if mad > 0 else None, "mae_per_fold": maes,
-                 "pass": bool(mean <= MAD_BAR * mad)}
-        for model in REFERENCES:
-            values = group[f"{model}_mae"].tolist()
-            entry[f"{model}_mae_mean"] = float(np.mean(values))
-            entry[f"{model}_mae_sd"] = _sd(values)
-            entry[f"{model}_mae_over_mad"] = float(np.mean(values)) / mad if mad > 0 else None
-        for model in REFERENCES:
-            entry[f"control_{model}_mae_over_mad"] = float(group[f"control_{model}_mae"].mean()) / control_mad
-        sizes.append(entry)
+    sizes = _size_entries(per_model, curve.fractions, mad, control_mad)
     metrics: dict[str, Any] = {
         "target": target.name, "column": target.column, "units": target.units,
         "n_molecules": int(len(store.ids)), "label_mad": mad, "mae_bar": MAD_BAR * mad,
@@ -182,23 +250,12 @@ def learning_curve(
         "control": {"column": CONTROL[0], "name": CONTROL[1], "units": CONTROL[2], "label_mad": control_mad},
         "sizes": sizes, "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(curve).items()},
     }
-    columns = ("fraction", "n_train", "mae_mean", "mae_sd", "mae_over_mad") + tuple(
-        f"{m}_mae_{x}" for m in REFERENCES for x in ("mean", "sd", "over_mad")) + tuple(
-        f"control_{m}_mae_over_mad" for m in REFERENCES)
-    frame = pd.DataFrame([{k: s[k] for k in columns} for s in sizes])
-    frame["mad"] = mad
-    frame["mae_bar"] = MAD_BAR * mad
+    frame = _curve_frame(sizes, mad)
     write_csv(frame, table_file)
     _curve_png(frame, target.name, target.units, len(curve.folds), png_file)
     write_json(metrics, metrics_file)
     if log:
-        for s in sizes:
-            print(f"{target.name} n_train {s['n_train']}: test MAE {s['mae_mean']:.4g} {target.units} "
-                  f"({s['mae_mean'] / mad if mad > 0 else float('nan'):.3g} MAD); fingerprint ridge "
-                  f"{s['ridge_mae_mean']:.4g}, Coulomb kernel ridge {s['krr_mae_mean']:.4g}, training mean "
-                  f"{s['mean_mae_mean']:.4g}; control {CONTROL[1]} (MAE/MAD): ridge "
-                  f"{s['control_ridge_mae_over_mad']:.3g}, kernel ridge {s['control_krr_mae_over_mad']:.3g}",
-                  file=sys.stderr)
+        _log_sizes(sizes, target, mad)
     return metrics
 
 
