@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from qmlrp.stages.combined import run_combined
 from qmlrp.training.autoencoder import (
     COMBINED_METRICS,
     METRICS,
@@ -83,6 +82,8 @@ def run_stage(params_path: str | Path = "params.yaml", features: str | Path = "d
         "domain": domain,
     }
     write_json(result, metrics)
+
+    from qmlrp.stages.combined import run_combined  # not at import: the CLI loads this module
 
     combined = run_combined(p, store, train, test, model, model_path, models_dir, plots, Path(table), log,
                             beta_data=Path(beta_data))
