@@ -12,8 +12,8 @@
 # dvc.lock entry lists them) and that entry are then copied to CHECKOUT and committed there alone.
 # A stage already recorded in CHECKOUT's study dvc.lock is done and skipped (a train stage also
 # needs a run.json that names a commit). After each model, `evaluate` rewrites the record (metrics/evaluate.json,
-# plots/evaluate: mean ± sd over the folds that are in) and lands in the model's commit, so the committed
-# lock always matches the committed results. nice 19, one model at a time.
+# plots/evaluate: mean ± sd over the folds that are in, the fold table folds.md that RECORD.md shows) and lands
+# in the model's commit, so the committed lock always matches the committed results. nice 19, one model at a time.
 set -uo pipefail
 WT=$(cd "$1" && pwd); MAIN=$(cd "$2" && pwd); shift 2
 STUDY=studies/qm9-full
@@ -100,6 +100,10 @@ for stage in "$@"; do
         rm -rf "${MAIN:?}/$STUDY/$out"; cp -r "$WT/$STUDY/$out" "$MAIN/$STUDY/$out"
       done
       merge_lock evaluate
+      # RECORD.md shows the fold table evaluate wrote (between its markers)
+      python -c "import sys; from pathlib import Path; from qmlrp.training.fold_table import with_table; \
+r = Path(sys.argv[1]); r.write_text(with_table(r.read_text(), Path(sys.argv[2]).read_text()))" \
+        "$MAIN/$STUDY/RECORD.md" "$MAIN/$STUDY/plots/evaluate/folds.md" && evaluated+=(RECORD.md)
     else
       echo "background: evaluate failed after $stage; the model is committed without it" >&2
     fi

@@ -154,11 +154,12 @@ def _register_evaluate(app: typer.Typer) -> None:
         results_dir: Path = typer.Option(RESULTS, "--results-dir", help="Output of the train runs."),
         metrics_file: Path = typer.Option(METRICS_FILE, "--metrics", help="Metrics JSON to write."),
         plots_dir: Path = typer.Option(PLOTS, "--plots-dir", help="Parity and learning-curve plots."),
+        table: Path = typer.Option(paths.QM9_TABLE, "--table", help="Ingest table (atom counts for the errors by size)."),
     ) -> None:
         """Per-fold test MAE, mean ± sd over folds, pass/fail against the thresholds in params.yaml."""
         from qmlrp.training.evaluate import evaluate
 
-        metrics = evaluate(params, results_dir, metrics_file, plots_dir)
+        metrics = evaluate(params, results_dir, metrics_file, plots_dir, table=table)
         for name, m in metrics.items():
             if isinstance(m, dict) and "mae_mean" in m:
                 bars = []

@@ -15,7 +15,8 @@ cm^-1, and the Wasserstein-1 distance), each a mean over test molecules, mean +-
 With both ``frequencies`` and ``omega1`` trained, ``omega1_joint_vs_separate`` sets omega_1 of the
 joint model beside the separate scalar model's. Figures: ``images/parity_frequencies_omega1.png``,
 ``images/per_mode_mae_frequencies.png`` and ``images/spectra_frequencies.png`` (predicted vs
-reference sticks for four test molecules).
+reference sticks for four test molecules). The per-fold table (``folds.csv``, ``folds.md``) and the errors by
+molecule size (``by_size/<target>.csv``): :mod:`qmlrp.training.fold_table`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from qmlrp.training.config import EvaluateConfig, METRICS_FILE, PLOTS, RESULTS, 
 from qmlrp.targets import Target, get_target
 from qmlrp.targets.kinds import PADDED_VECTOR
 from qmlrp.targets.spectra import label_mad, masked_mae, spectrum_scores
+from qmlrp.training.fold_table import heavy_atoms, size_table, write_fold_tables
 
 SPECTRA_SHOWN = 4
 """Test molecules drawn in ``images/spectra_frequencies.png`` (the first ones of the first fold)."""
@@ -114,12 +116,14 @@ def evaluate(
     metrics_file: str | Path = METRICS_FILE,
     plots_dir: str | Path = PLOTS,
     make_images: bool = True,
+    table: str | Path | None = None,
 ) -> dict[str, Any]:
     """Aggregate the train runs listed in ``params.yaml`` (train.targets x train.folds).
 
     A run that is not there yet (no ``run.json``: a study trained model by model) is left out and
     named in ``protocol.missing``; ``protocol.complete`` is true only when every target has every
-    fold of the split. A target with no run at all is an error."""
+    fold of the split. A target with no run at all is an error. With the ingest ``table`` the scalar
+    targets' errors by molecule size are written too (:mod:`qmlrp.training.fold_table`)."""
     train_config = TrainConfig.load(params_path)
     config = EvaluateConfig.load(params_path)
     results_dir, plots_dir = Path(results_dir), Path(plots_dir)
@@ -128,6 +132,7 @@ def evaluate(
     present = {name: tuple(f for f in train_config.folds if (results_dir / name / f"fold{f}" / "run.json").exists())
                for name in names}
     missing = [f"{name}/fold{f}" for name in names for f in train_config.folds if f not in present[name]]
+    heavy = heavy_atoms(Path(table)) if table is not None and Path(table).exists() else None
     for name in names:
         target = get_target(name)
         if not present[name]:
@@ -148,6 +153,8 @@ def evaluate(
                                  config.mad_thresholds.get(name))
         parity_frame = pd.concat(parity, ignore_index=True)
         write_csv(parity_frame[["id", "fold", "y_true", "y_pred"]], plots_dir / "parity" / f"{name}.csv")
+        if heavy is not None:
+            write_csv(size_table(parity_frame, heavy), plots_dir / "by_size" / f"{name}.csv")
         curve_frame = pd.concat(curves, ignore_index=True)
         write_csv(curve_frame, plots_dir / "learning_curves" / f"{name}.csv")
         if make_images:
@@ -169,6 +176,7 @@ def evaluate(
                            "complete": folds_run == n_folds and not missing}
     if missing:
         metrics["protocol"]["missing"] = missing
+    write_fold_tables(results_dir, names, train_config.folds, metrics, n_folds, plots_dir)
     write_json(metrics, metrics_file)
     return metrics
 
