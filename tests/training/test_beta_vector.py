@@ -72,8 +72,8 @@ def test_linear_baseline_recovers_a_linear_teacher(small_data):
 
 
 def test_a_tiny_set_is_overfitted(small_data, tmp_path):
-    """16 molecules, a target the head can represent (a teacher of the same family) : the training
-    loss falls far below the untrained model's."""
+    """16 molecules, a target the head can represent (a teacher of the same family), trained by the one
+    engine: the training loss falls far below the untrained model's."""
     from tests.training.conftest import run_in_jax
 
     out = tmp_path / "fit.json"
@@ -81,7 +81,10 @@ def test_a_tiny_set_is_overfitted(small_data, tmp_path):
         "import json, numpy as np\n"
         "from qmlrp.features.store import FeatureStore\n"
         "from qmlrp.models.config import ModelConfig\n"
-        "from qmlrp.training.vector_fit import VectorFitConfig, fit_vector, predict_vectors, vector_loss, vector_scales\n"
+        "from qmlrp.targets import get_target\n"
+        "from qmlrp.training.config import TrainConfig\n"
+        "from qmlrp.training.engine import ModelRun, fit\n"
+        "from qmlrp.training.vector_fit import predict_vectors, vector_loss, vector_scales\n"
         "from qmlrp.training.vector_linear import atom_environment\n"
         f"store = FeatureStore.open({str(small_data / 'data' / 'features')!r})\n"
         "pos = np.arange(len(store))\n"
@@ -94,24 +97,20 @@ def test_a_tiny_set_is_overfitted(small_data, tmp_path):
         "        q = np.tanh(x[at] @ w[v])\n"
         "        y[m, 3*v:3*v+3] = ((q - q.mean())[:, None] * r[at]).sum(axis=0)\n"
         "train = pos[:16]\n"
-        "cfg = ModelConfig(depth=2, atom_width=32, pair_width=32, atom_hidden=32, pair_hidden=32, embedding_width=32, head_units=(32,))\n"
-        "res = fit_vector(store, y, train, train, cfg, VectorFitConfig(epochs=150, batch_size=8, learning_rate=3e-3,"
-        " lr_patience=1000, early_stopping_patience=1000, atom_bucket=64, pair_bucket=512), 0, log=False)\n"
-        "s = np.asarray(res.scales)\n"
+        "model = ModelConfig(depth=2, atom_width=32, pair_width=32, atom_hidden=32, pair_hidden=32, embedding_width=32,"
+        " head_units=(32,))\n"
+        "cfg = TrainConfig(epochs=150, batch_size=8, learning_rate=3e-3, schedule='plateau', lr_patience=1000,"
+        " early_stopping_patience=1000, xla_pair_bucket=512, batches='host', model=model)\n"
+        "run = ModelRun('v', get_target('beta_vector'), y, train, train, 0)\n"
+        "res = fit(store, [run], cfg, log=False)[0]\n"
+        "s = vector_scales(y[train])\n"
+        "assert np.allclose(np.asarray(res.target_std)[::3], s) and np.allclose(res.target_mean, 0.0)\n"
         "final = float(vector_loss(predict_vectors(res.model, store, train), y[train], s, np.ones(16)))\n"
         "zero = float(vector_loss(np.zeros((16, 6)), y[train], s, np.ones(16)))\n"
-        f"json.dump({{'final': final, 'zero': zero}}, open({str(out)!r}, 'w'))\n",
+        f"json.dump({{'final': final, 'zero': zero, 'best': res.best_val_mae}}, open({str(out)!r}, 'w'))\n",
         tmp_path)
     got = json.loads(out.read_text())
     assert got["final"] < 0.15 * got["zero"], got
-
-
-def test_beta_parallel_loss_by_hand():
-    from qmlrp.training.vector_fit import beta_parallel_loss
-
-    y = np.array([[0.0, 0.0, 2.0, 0.0, 0.0, 10.0]])     # beta_par 6
-    pred = np.array([[0.0, 0.0, 1.0, 0.0, 0.0, -5.0]])  # beta_par -3
-    assert beta_parallel_loss(pred, y, 3.0, np.ones(1)) == pytest.approx(3.0, rel=1e-5)
 
 
 def test_stage_config_rejects_a_mistyped_key_in_one_line(tmp_path):
@@ -129,5 +128,7 @@ def test_stage_config_rejects_a_mistyped_key_in_one_line(tmp_path):
         stage_config(path)
     del params["train_beta_vector"]["epoch"]
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    fit, model, labels = stage_config(path)
-    assert fit.epochs == 80 and model.head_units == (64,) and labels.endswith("rks-b3lyp5-6-31g")
+    config, labels = stage_config(path)
+    assert config.epochs == 80 and config.batch_size == 32 and config.schedule == "plateau"
+    assert config.model.head_units == (64,) and config.model.atom_width == params["train"]["model"]["atom_width"]
+    assert labels.endswith("rks-b3lyp5-6-31g")

@@ -129,7 +129,8 @@ def test_load_targets_drops_doubled_records_and_refuses_bad_counts(tmp_path, cap
 
 
 def test_target_statistics_survive_padding_only_modes():
-    from qmlrp.training.engine import masked_labels, target_statistics
+    from qmlrp.training.engine import masked_labels
+    from qmlrp.training.kind_training import target_statistics
 
     y = np.array([[10.0, 4.0, np.nan], [20.0, np.nan, np.nan], [30.0, np.nan, np.nan]])
     mean, sd = target_statistics(y)

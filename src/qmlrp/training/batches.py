@@ -32,6 +32,7 @@ from qmlrp.models.inputs import (
     ATOM_FEATURES_KEY,
     ATOM_MASK_KEY,
     ATOM_MOLECULE_KEY,
+    COORDINATES_KEY,
     MOLECULE_ATOMS_KEY,
     PAIR_ATOMS_KEY,
     PAIR_FEATURES_KEY,
@@ -73,6 +74,9 @@ def pad_to(inputs: dict[str, np.ndarray], y: np.ndarray, slots: int, n_atoms: in
     out[MOLECULE_ATOMS_KEY][:n_mol] = inputs[MOLECULE_ATOMS_KEY]
     out[MOLECULE_ATOMS_KEY][sink] = n_atoms - real_atoms
     out[ATOM_MASK_KEY][:real_atoms] = 1.0
+    if COORDINATES_KEY in inputs:  # padding atoms sit at the origin, in the sink molecule
+        out[COORDINATES_KEY] = np.zeros((n_atoms, 3), np.float32)
+        out[COORDINATES_KEY][:real_atoms] = inputs[COORDINATES_KEY]
     y = np.asarray(y)
     y_out = np.zeros((slots, *y.shape[1:]), np.float32)
     y_out[:n_mol] = y
@@ -91,11 +95,14 @@ class HostBatches:
         batch_size: molecules per model per step.
         atom_bucket, pair_bucket: atom and pair counts are rounded up to these multiples (the
             number of compiled shapes stays small).
+        coordinates: add each atom's coordinates (Angstrom, ``COORDINATES_KEY``; the equivariant
+            vector model's input).
     """
 
     def __init__(self, store: FeatureStore, targets: np.ndarray, batch_size: int,
-                 atom_bucket: int = 64, pair_bucket: int = 1024) -> None:
+                 atom_bucket: int = 64, pair_bucket: int = 1024, coordinates: bool = False) -> None:
         self.store = store
+        self.coordinates = bool(coordinates)
         self.targets = [_as_matrix(t) for t in targets]
         self.batch_size = int(batch_size)
         self.atom_bucket = int(atom_bucket)
@@ -107,7 +114,10 @@ class HostBatches:
             if chunk.size == 0:
                 ragged.append(None)
                 continue
-            ragged.append((batch_to_inputs(self.store.batch(chunk)), self.targets[k][chunk]))
+            inputs = batch_to_inputs(self.store.batch(chunk))
+            if self.coordinates:
+                inputs[COORDINATES_KEY] = self.store.atom_coordinates(chunk)
+            ragged.append((inputs, self.targets[k][chunk]))
         atoms = max([int(self.store.n_atoms[c].sum()) for c in chunks] + [0]) + 1
         pairs = max([int((self.store.n_atoms[c] * (self.store.n_atoms[c] - 1) // 2).sum()) for c in chunks] + [1])
         atoms, pairs = _round_up(atoms, self.atom_bucket), _round_up(pairs, self.pair_bucket)
@@ -116,6 +126,8 @@ class HostBatches:
         for item in ragged:
             if item is None:  # this model sits the step out: an all-padding batch of weight 0
                 empty = batch_to_inputs(self.store.batch(np.zeros(0, np.int64)))
+                if self.coordinates:
+                    empty[COORDINATES_KEY] = np.zeros((0, 3), np.float32)
                 padded.append(pad_to(empty, np.zeros((0, self.targets[0].shape[1])), slots, atoms, pairs))
             else:
                 padded.append(pad_to(item[0], item[1], slots, atoms, pairs))

@@ -14,6 +14,12 @@ is masked -- mask = label finite, NaNs replaced by 0 on the host before the comp
 loss and the train/validation MAE are means over real entries only (a molecule with more modes
 weighs more). With every label finite (the scalar targets) this is the unmasked computation.
 
+What differs between kinds of target (:mod:`qmlrp.targets.kinds`) -- the model built, how its outputs
+are scaled, the loss, coordinates among the inputs, validation on the kind's own metric -- comes from
+:mod:`qmlrp.training.kind_training`: the equivariant mu/beta_vec target, for instance, trains the
+:class:`~qmlrp.models.equivariant.VectorGCModel` with one scale per 3-vector and no shift (a mean vector
+would have a direction), the Euclidean error per vector as loss and beta_par's MAE for early stopping.
+
 Per model and epoch: Adam (Keras' formulation) on the loss of the standardised target, the
 learning-rate schedule of :mod:`qmlrp.training.schedule`, optionally an exponential moving average
 of the weights (validated and kept instead of the raw weights), validation MAE in target units,
@@ -46,6 +52,7 @@ from qmlrp.errors import QmlrpError
 from qmlrp.features.store import FeatureStore
 from qmlrp.targets import Target
 from qmlrp.training.config import TrainConfig
+from qmlrp.training.kind_training import training_of
 from qmlrp.training.schedule import make_schedule
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
@@ -117,40 +124,15 @@ def n_outputs_of(run: ModelRun) -> int:
     return 1 if np.ndim(run.y) == 1 else int(np.shape(run.y)[1])
 
 
-def target_statistics(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-output ``(mean (T,), sd (T,))`` of training labels ``y`` (n,) or (n, T), ignoring NaN.
-
-    An output with no finite label (a mode that is padding on the whole training set) gets the
-    mean and sd of all real entries; one whose sd is 0 or undefined (a single value) gets that
-    pooled sd; if even that is not positive, 1. All-finite labels give ``np.mean``/``np.std``."""
-    y = np.asarray(y, np.float64).reshape(len(y), -1)
-    if np.all(np.isfinite(y)):
-        return np.mean(y, axis=0), np.std(y, axis=0)
-    real = y[np.isfinite(y)]
-    if real.size == 0:
-        raise QmlrpError("no finite training label")
-    pooled_mean, pooled_sd = float(np.mean(real)), float(np.std(real))
-    pooled_sd = pooled_sd if pooled_sd > 0 else 1.0
-    counts = np.sum(np.isfinite(y), axis=0)
-    filled = np.where(np.isfinite(y), y, 0.0)
-    mean = np.where(counts > 0, filled.sum(axis=0) / np.maximum(counts, 1), pooled_mean)
-    dev = np.where(np.isfinite(y), y - mean, 0.0)
-    sd = np.sqrt((dev * dev).sum(axis=0) / np.maximum(counts, 1))
-    sd = np.where((counts > 1) & (sd > 0), sd, pooled_sd)
-    return mean, sd
-
-
 def _build(run: ModelRun, store: FeatureStore, config: TrainConfig) -> tuple[Any, np.ndarray, np.ndarray]:
+    """``(model, mean (T,), scale (T,))``: the model of the run's kind of target, seeded, its input scaling
+    fitted on a sample of the training molecules."""
     import keras
 
-    from qmlrp.models.gc import build_model
     from qmlrp.training.batches import feature_sample
 
     keras.utils.set_random_seed(int(run.seed))
-    width = n_outputs_of(run)
-    model = build_model(config.model, metadata=run.metadata, n_outputs=width)
-    mean, std = target_statistics(run.y[run.train])
-    model.head.target_scaling.set_statistics(mean, std)
+    model, mean, std = training_of(run.target).build(config.model, run.metadata, run.y[run.train], n_outputs_of(run))
     model.input_layer.adapt(*feature_sample(store, run.train, config.scaling_sample, config.seed))
     return model, mean, std
 
@@ -173,8 +155,10 @@ def _slice(tree: Sequence[Any], k: int) -> list[np.ndarray]:
     return [np.asarray(a[k]) for a in tree]
 
 
-def _compile_steps(template: Any, config: TrainConfig, source: Any, n_models: int) -> tuple[Callable, Callable]:
-    """(train_step, predict_step), both jitted and vmapped over the model axis."""
+def _compile_steps(template: Any, config: TrainConfig, source: Any, n_models: int,
+                   loss: Callable[[Any, Any, Any, Any, str], Any]) -> tuple[Callable, Callable]:
+    """(train_step, predict_step), both jitted and vmapped over the model axis; ``loss`` is the kind's
+    (:mod:`qmlrp.training.kind_training`)."""
     import jax
     import jax.numpy as jnp
 
@@ -189,16 +173,7 @@ def _compile_steps(template: Any, config: TrainConfig, source: Any, n_models: in
     def loss_fn(tv: Any, ntv: Any, inputs: Any, y: Any, w: Any, std: Any) -> tuple[Any, Any]:
         # y (S, T) with padding replaced by 0; w (S, T) the mask (label finite, slot real)
         pred, new_ntv = forward(tv, ntv, inputs, True)
-        d = (pred - y) / std
-        if kind == "mae":
-            per = jnp.abs(d)
-        elif kind == "mse":
-            per = d * d
-        else:
-            a = jnp.abs(d)
-            per = jnp.where(a <= 1.0, 0.5 * d * d, a - 0.5)
-        n = jnp.maximum(jnp.sum(w), 1.0)
-        return jnp.sum(per * w) / n, (new_ntv, jnp.sum(jnp.abs(pred - y) * w))
+        return loss(pred, y, w, std, kind), (new_ntv, jnp.sum(jnp.abs(pred - y) * w))
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -345,6 +320,9 @@ def _check_runs(runs: Sequence[ModelRun]) -> None:
         named = ", ".join(f"{r.name} {n_outputs_of(r)}" for r in runs)
         raise QmlrpError(f"fit: one program trains models of one head width, got {named}; "
                          f"use fit_grouped (one program per width)")
+    if len({r.target.kind.name for r in runs}) > 1:
+        raise QmlrpError("fit: one program trains targets of one kind, got "
+                         + ", ".join(f"{r.name} {r.target.kind.name}" for r in runs))
     for r in runs:
         for part, positions in (("training", r.train), ("validation", r.validation)):
             if not np.any(np.isfinite(np.asarray(r.y)[positions])):
@@ -361,9 +339,11 @@ def _batch_source(store: FeatureStore, runs: Sequence[ModelRun], config: TrainCo
     if kind == "auto":
         kind = "device" if jax.default_backend() != "cpu" else "host"
     targets = [r.y for r in runs]
-    if kind == "device":
+    coordinates = training_of(runs[0].target).coordinates  # only host batches carry them
+    if kind == "device" and not coordinates:
         return DeviceBatches(store, targets, int(config.batch_size))
-    return HostBatches(store, targets, int(config.batch_size), config.xla_atom_bucket, config.xla_pair_bucket)
+    return HostBatches(store, targets, int(config.batch_size), config.xla_atom_bucket, config.xla_pair_bucket,
+                       coordinates=coordinates)
 
 
 def _initial_weights(models: Sequence[Any], ema_decay: float | None) -> _Weights:
@@ -399,12 +379,15 @@ def _resume(state: dict[str, Any], weights: _Weights, progress: _Progress, n_tv:
 
 def _validate(runs: Sequence[ModelRun], batches: Any, predict_step: Callable, weights: list[Any], stats: list[Any],
               batch_size: int) -> np.ndarray:
-    """(K,) validation MAE in target units, over real (finite) labels only."""
+    """(K,) validation metric in target units: the MAE over real (finite) labels, or the kind's own metric
+    over the validation molecules where its training says so (beta_par's MAE for mu/beta_vec)."""
     import jax.numpy as jnp
 
     arrays = getattr(batches, "arrays", None)
+    by_kind = training_of(runs[0].target).validate_by_metric
     steps = max(-(-r.validation.size // batch_size) for r in runs)
     abs_sum, count = np.zeros(len(runs)), np.zeros(len(runs))
+    kept: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in runs]
     for s in range(steps):
         chunks = [r.validation[s * batch_size:(s + 1) * batch_size] for r in runs]
         batch, y, w = batches.inputs(chunks)
@@ -412,6 +395,12 @@ def _validate(runs: Sequence[ModelRun], batches: Any, predict_step: Callable, we
         pred = np.asarray(predict_step(weights, stats, batch, jnp.asarray(w), arrays))
         abs_sum += np.sum(np.abs(pred - y) * mask, axis=(1, 2))
         count += np.sum(mask, axis=(1, 2))
+        if by_kind:
+            for k in range(len(runs)):
+                kept[k].append((pred[k][w[k] > 0], y[k][w[k] > 0]))
+    if by_kind:
+        return np.array([r.target.kind.metric(np.concatenate([p for p, _ in kept[k]]),
+                                              np.concatenate([t for _, t in kept[k]])) for k, r in enumerate(runs)])
     return abs_sum / count
 
 
@@ -516,7 +505,7 @@ def fit(
     n_tv, n_ntv = len(models[0].trainable_variables), len(models[0].non_trainable_variables)
     w = _initial_weights(models, config.ema_decay)
     std_arr = jnp.asarray(stds, jnp.float32)
-    train_step, predict_step = _compile_steps(models[0], config, batches, k_models)
+    train_step, predict_step = _compile_steps(models[0], config, batches, k_models, training_of(runs[0].target).loss)
     schedules = [make_schedule(r.schedule or config.schedule, config.learning_rate, config.epochs, config.warmup_epochs,
                                config.lr_factor, config.lr_patience, config.min_learning_rate) for r in runs]
     progress = _Progress([[] for _ in runs], [math.inf] * k_models, [0] * k_models, [None] * k_models,

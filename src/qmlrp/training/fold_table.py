@@ -33,7 +33,8 @@ def fold_frame(results_dir: Path, names: tuple[str, ...], folds: tuple[int, ...]
                 continue
             run = json.loads(path.read_text())
             cpu = run.get("process_cpu_seconds")
-            rows.append({"fold": fold, "target": name, "test_mae": float(run["test_mae"]), "units": run.get("units", ""),
+            rows.append({"fold": fold, "target": name, "test_mae": float(run.get("test_mae", np.nan)),
+                         "units": run.get("units", ""),
                          "commit": (run.get("commit") or "")[:7],
                          "cpu_hours": float(cpu) / 3600.0 if cpu is not None and run.get("models_in_program", 1) == 1
                          else float("nan"),
@@ -43,7 +44,9 @@ def fold_frame(results_dir: Path, names: tuple[str, ...], folds: tuple[int, ...]
 
 def _digits(values: pd.Series) -> int:
     """Decimals that show three significant figures of the smallest value."""
-    smallest = float(np.nanmin(np.abs(values))) if len(values) else 1.0
+    finite = np.abs(values.to_numpy(np.float64))
+    finite = finite[np.isfinite(finite)]
+    smallest = float(finite.min()) if finite.size else 1.0
     return max(2, 3 - int(np.floor(np.log10(smallest)))) if smallest > 0 else 4
 
 
@@ -56,7 +59,8 @@ def markdown_table(frame: pd.DataFrame, names: tuple[str, ...], metrics: dict[st
     lines = [head, "|" + "---|" * (len(present) + 3)]
     for fold, rows in frame.groupby("fold", sort=True):
         by_target = rows.set_index("target")
-        cells = [f"{by_target.loc[n, 'test_mae']:.{digits[n]}f}" if n in by_target.index else "—" for n in present]
+        cells = [f"{by_target.loc[n, 'test_mae']:.{digits[n]}f}"
+                 if n in by_target.index and np.isfinite(by_target.loc[n, "test_mae"]) else "—" for n in present]
         commits = ", ".join(sorted({c for c in rows["commit"] if c})) or "not recorded"
         cpu = ", ".join(f"{h:.2f}" for h in rows["cpu_hours"] if np.isfinite(h)) or "in a multi-model program"
         lines.append(f"| {fold} | " + " | ".join(cells) + f" | {commits} | {cpu} |")

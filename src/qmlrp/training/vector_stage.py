@@ -2,7 +2,8 @@
 
 Per fold (the folds of ``train_beta``, ``data/beta/folds.parquet``; the same seeded validation split):
 
-* the equivariant GC (:mod:`qmlrp.training.vector_fit`) -> ``models/beta_vector/fold<k>.npz``,
+* the equivariant GC (trained by :func:`qmlrp.training.engine.fit`, resumable from
+  ``scratch/checkpoints/beta_vector-fold<k>.npz``) -> ``models/beta_vector/fold<k>.npz``,
   ``results/beta_vector/fold<k>/{predictions.parquet, history.csv, run.json}``;
 * the equivariant linear baseline (:mod:`qmlrp.training.vector_linear`) ->
   ``results/beta_vector_linear/fold<k>/{predictions.parquet, run.json}``.
@@ -29,14 +30,12 @@ import pyarrow as pa
 from qmlrp.errors import QmlrpError
 from qmlrp.features.store import FeatureStore
 from qmlrp.io import write_csv, write_json, write_parquet
-from qmlrp.models.config import ModelConfig
-from qmlrp.params import load_params, parse_section
-from qmlrp.paths import MODELS, dataset_paths
-from qmlrp.training.config import RESULTS
+from qmlrp.params import load_params
+from qmlrp.paths import CHECKPOINTS, MODELS, dataset_paths
+from qmlrp.training.config import RESULTS, TrainConfig
 from qmlrp.targets import get_target
 from qmlrp.targets.labels import load_labels
 from qmlrp.targets.vectors import parallel_from_vectors, vector_metrics
-from qmlrp.training.vector_fit import VectorFitConfig
 
 TARGET = "beta_vector"
 LINEAR = "beta_vector_linear"
@@ -44,19 +43,24 @@ METRICS = Path("metrics/beta_vector.json")
 SECTION = "train_beta_vector"
 
 
-def stage_config(params_path: str | Path = "params.yaml") -> tuple[VectorFitConfig, ModelConfig, str]:
-    """``(fit settings, model config, labels folder)``: section ``train_beta_vector`` (its ``head_units``
-    are the per-atom widths before q; every other model field is ``train.model``'s) and ``beta_data.labels``."""
+def stage_config(params_path: str | Path = "params.yaml") -> tuple[TrainConfig, str]:
+    """``(training settings, labels folder)``: the ``train`` section with ``train_beta_vector`` laid over it
+    (any ``train`` key; ``head_units``, the per-atom widths before q, goes into the model, whose other fields
+    are ``train.model``'s) and ``beta_data.labels``. Unknown keys are refused in one line."""
     params = load_params(params_path)
-    section = dict(params.get(SECTION) or {})
-    head_units = section.pop("head_units", [64])
-    fit = parse_section(VectorFitConfig, SECTION, section)
-    model = dict((params.get("train") or {}).get("model") or {})
-    model["head_units"] = head_units
+    overrides = dict(params.get(SECTION) or {})
+    head_units = overrides.pop("head_units", [64])
+    for key in ("targets", "folds", "model"):  # the rest is checked with the train keys (did-you-mean)
+        if key in overrides:
+            raise QmlrpError(f"params.yaml {SECTION}.{key}: not a setting of this model (head_units is; the trunk "
+                             f"is train.model)")
+    train = dict(params.get("train") or {})
+    model = {**dict(train.get("model") or {}), "head_units": head_units}
+    config = TrainConfig.from_params({**train, **overrides, "model": model}, section=SECTION)
     labels = (params.get("beta_data") or {}).get("labels")
     if not labels:
         raise QmlrpError("params.yaml beta_data.labels: no label folder given")
-    return fit, ModelConfig.from_params(model), str(labels)
+    return config, str(labels)
 
 
 def write_vector_predictions(ids: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> None:
@@ -71,20 +75,23 @@ def write_vector_predictions(ids: np.ndarray, y_true: np.ndarray, y_pred: np.nda
 
 
 def train_vector_fold(fold: int, params_path: str | Path = "params.yaml", models_dir: str | Path = MODELS,
-                      results_dir: str | Path = RESULTS, fit: VectorFitConfig | None = None,
-                      log: bool = True) -> dict[str, Any]:
-    """Train and test both equivariant models on ``fold``; returns the GC's run summary."""
-    from qmlrp.models.io import load_model, model_path, save_model
+                      results_dir: str | Path = RESULTS, config: TrainConfig | None = None,
+                      checkpoint: str | Path | None = None, log: bool = True) -> dict[str, Any]:
+    """Train and test both equivariant models on ``fold``; returns the GC's run summary. The GC resumes from
+    ``checkpoint`` (default ``scratch/checkpoints/beta_vector-fold<k>.npz``) after an interruption."""
     from qmlrp.data.split import make_split
-    from qmlrp.training.vector_fit import fit_vector, predict_vectors
+    from qmlrp.models.io import load_model, model_path, save_model
+    from qmlrp.training.engine import ModelRun, fit
+    from qmlrp.training.vector_fit import predict_vectors
     from qmlrp.training.vector_linear import descriptors, fit_linear
 
-    config, model_config, labels = stage_config(params_path)
-    fit = fit or config
+    stage, labels = stage_config(params_path)
+    config = config or stage
     _, features, folds = dataset_paths("beta")
     store = FeatureStore.open(features)
-    y = load_labels(store, labels, get_target("beta_vector"))
-    split = make_split(store, folds, int(fold), fit.validation_fraction, fit.seed)
+    target = get_target(TARGET)
+    y = load_labels(store, labels, target)
+    split = make_split(store, folds, int(fold), config.validation_fraction, config.seed)
     ids_test, y_test = store.ids[split.test], y[split.test]
 
     d = descriptors(store, np.arange(len(store)))
@@ -98,19 +105,23 @@ def train_vector_fold(fold: int, params_path: str | Path = "params.yaml", models
     metadata = {"target": TARGET, "units": "a.u.", "fold": int(fold), "vectors": ["dipole", "beta_vec"],
                 "frame": "QM9 coordinates (Angstrom)", "n_train": int(split.train.size),
                 "n_validation": int(split.validation.size), "n_test": int(split.test.size),
-                "architecture": asdict(model_config)}
-    result = fit_vector(store, y, split.train, split.validation, model_config, fit, fit.seed + int(fold),
-                        metadata=metadata, log=log)
+                "architecture": asdict(config.model)}
+    checkpoint = Path(checkpoint or CHECKPOINTS / f"{TARGET}-fold{fold}.npz")
+    run = ModelRun(f"{TARGET}/fold{fold}", target, y, split.train, split.validation, config.seed + int(fold), metadata)
+    result = fit(store, [run], config, checkpoint=checkpoint, log=log)[0]
     file = model_path(models_dir, TARGET, int(fold))
     save_model(result.model, file)
+    checkpoint.unlink(missing_ok=True)  # the run is written: a finished model is never resumed
     y_pred = predict_vectors(load_model(file), store, split.test)  # the published (float16) file's
     run_dir = Path(results_dir) / TARGET / f"fold{fold}"
     write_vector_predictions(ids_test, y_test, y_pred, run_dir / "predictions.parquet")
     write_csv(pd.DataFrame(result.history), run_dir / "history.csv")
     summary = {**{k: v for k, v in metadata.items() if k != "architecture"}, **vector_metrics(y_test, y_pred),
-               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-               "best_val_beta_parallel_mae": result.best_val_beta_parallel_mae, "fit_seconds": result.fit_seconds,
-               "vector_scales": result.scales, "fit": asdict(fit), "model": str(file),
+               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
+               "best_val_beta_parallel_mae": result.best_val_mae, "fit_seconds": result.fit_seconds,
+               "vector_scales": list(np.asarray(result.target_std, np.float64)[::3]),
+               "train": {k: v for k, v in asdict(config).items() if k not in ("targets", "folds", "model")},
+               "model": str(file),
                "linear_beta_parallel_mae_over_mad": vector_metrics(y_test, y_lin)["beta_parallel"]["mae_over_mad"]}
     write_json(summary, run_dir / "run.json")
     if log:
