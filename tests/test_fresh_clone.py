@@ -75,7 +75,7 @@ def test_fresh_clone_of_the_study_is_up_to_date_for_what_is_committed(tmp_path: 
     assert {"ingest", "featurize", "split"} <= recorded
     status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], study) or "{}")
     assert changes({k: v for k, v in status.items() if k in recorded}, produced_paths(lock)) == []
-    for stage in recorded - {"ingest", "featurize", "split", "evaluate"}:  # each recorded model is committed
+    for stage in sorted(s for s in recorded if s.startswith("train@")):  # each recorded model is committed
         target, fold = stage.removeprefix("train@").rsplit("-", 1)
         assert (study / "models" / target / f"fold{fold}.npz").exists(), stage
 

@@ -87,7 +87,10 @@ for stage in "$@"; do
   done
   merge_lock "$stage"
   record=$(for out in "${outs[@]}"; do find "$WT/$STUDY/$out" -name run.json 2>/dev/null; done | head -1)
-  mae=$(python -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['target']} fold {r['fold']}: test MAE {r['test_mae']:.5g} {r['units']}, {r['epochs_run']} epochs, {r['process_cpu_seconds']/3600:.2f} CPU-h\")" "$record")
+  mae="recorded"  # a stage without a model (an evaluation) has no run.json
+  if [ -n "$record" ]; then
+    mae=$(python -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['target']} fold {r['fold']}: test MAE {r['test_mae']:.5g} {r['units']}, {r['epochs_run']} epochs, {r['process_cpu_seconds']/3600:.2f} CPU-h\")" "$record")
+  fi
   evaluated=()
   if [[ $stage == train@* ]]; then  # the record's evaluation follows each model, in the same commit
     for fold in "$MAIN/$STUDY"/results/*/fold*; do  # results committed after the worktree's commit
@@ -108,6 +111,6 @@ r = Path(sys.argv[1]); r.write_text(with_table(r.read_text(), Path(sys.argv[2]).
       echo "background: evaluate failed after $stage; the model is committed without it" >&2
     fi
   fi
-  commit_paths "full study: $stage trained ($mae; dvc repro -s $stage)" "${outs[@]/#/$STUDY/}" "${evaluated[@]/#/$STUDY/}" "$STUDY/dvc.lock"
+  commit_paths "full study: $stage done ($mae; dvc repro -s $stage)" "${outs[@]/#/$STUDY/}" "${evaluated[@]/#/$STUDY/}" "$STUDY/dvc.lock"
   echo "background: $stage committed: $mae ($(date -u +%FT%TZ))"
 done
