@@ -240,6 +240,23 @@ def as_float64(model: keras.Model) -> keras.Model:
     return copy
 
 
+def jit_with_weights(model: keras.Model, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (which calls ``model``) under ``jax.jit``, the model's weights passed as arguments
+    (a Keras ``StatelessScope``) rather than baked into the program as constants: the compiled
+    program is then the same for every model of one architecture (the folds share it, in memory
+    and in JAX's persistent cache) and stays small."""
+    import jax
+
+    variables = list(model.variables)
+
+    def stateless(values: list[Any], *args: Any) -> Any:
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    jitted = jax.jit(stateless)
+    return lambda *args: jitted([v.value for v in variables], *args)
+
+
 @dataclass(frozen=True)
 class _Key:
     rules: tuple[tuple[str, Composite], ...]
@@ -353,9 +370,7 @@ class ModelLRP:
                 return {name: self._walk(rec, inputs, comp, coef, key.keep) for name, comp in key.rules}
 
             if self.compile and self.buckets is not None:
-                import jax
-
-                self._functions[key] = jax.jit(run)
+                self._functions[key] = jit_with_weights(self.model, run)
             elif self.compile:
                 import tensorflow as tf
 
