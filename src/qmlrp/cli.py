@@ -4,7 +4,8 @@ Each concern contributes its commands through a ``register(app)`` function, so t
 stays a table of contents. User errors (:class:`qmlrp.errors.QmlrpError`) are printed as one
 line on stderr with exit status 2, never as a traceback. Library chatter (TensorFlow/absl/oneDNN
 start-up lines, Python warnings, RDKit's logs) is silenced before those libraries load, so a user
-sees only qmlrp's lines; ``--verbose`` (anywhere on the command line) lets it through.
+sees only qmlrp's lines; ``--verbose`` (anywhere on the command line) lets it through. Keras runs
+on JAX unless ``KERAS_BACKEND`` names another backend (:func:`qmlrp.training.backend.use_default_backend`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def set_verbosity(verbose: bool) -> None:
 
 
 set_verbosity(VERBOSE_FLAG in sys.argv[1:])
+
+from qmlrp.training.backend import use_default_backend  # noqa: E402  -- imports no Keras
+
+use_default_backend()  # Keras on JAX unless KERAS_BACKEND says otherwise; before anything loads Keras
 
 import typer  # noqa: E402  -- after the environment is set
 

@@ -161,4 +161,5 @@ def test_only_qmlrp_lines_unless_verbose(inputs, models_dir):
     verbose = run_qmlrp(*args, "--verbose")
     assert verbose.returncode == 1
     assert "suspicious" in verbose.stdout + verbose.stderr  # RDKit's own line, shown only on request
-    assert "oneDNN" in verbose.stderr or "absl" in verbose.stderr  # TensorFlow's start-up lines too
+    # the backend's start-up lines too: JAX's (the default: "pjrt_client") or TensorFlow's
+    assert any(word in verbose.stderr for word in ("pjrt", "oneDNN", "absl")), verbose.stderr[-2000:]

@@ -57,13 +57,55 @@ def gradient_times_input(model: keras.Model, output: Any = None) -> Callable[[Gr
     summed outputs is per molecule). Works in the model's dtype (float32, or float64 for the copy
     :class:`~qmlrp.relevance.model_lrp.ModelLRP` explains with ``dtype="float64"``): the float
     features and the coefficients are cast to it."""
-    import tensorflow as tf
-
     from qmlrp.relevance.model_lrp import output_coefficients
 
     width = _n_outputs(model)
     dtype = keras.backend.standardize_dtype(model.dtype_policy.compute_dtype)
     dtypes = {k: dtype if v == "float32" else v for k, v in INPUT_DTYPES.items()}
+    grad = _input_gradient(model, width, dtype, dtypes)
+
+    def run(batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
+        coef = output_coefficients(output, width, batch.n_molecules).astype(dtype)
+        given = batch_to_inputs(batch)
+        inputs = {k: np.asarray(given[k], dtypes[k]) for k in INPUT_SHAPES}
+        ga, gp = grad(inputs, coef)
+        return np.asarray(ga), np.asarray(gp)
+
+    return run
+
+
+def _input_gradient(model: keras.Model, width: int, dtype: str, dtypes: dict[str, str]) -> Callable[..., Any]:
+    """``(inputs, coef) -> (a * df/da, p * df/dp)`` for ``f = sum(coef * y)``, compiled. Keras 3 has
+    no backend-neutral gradient, so this is the one place that asks the backend for one:
+    ``tf.GradientTape`` in a ragged ``tf.function`` on TensorFlow, ``jax.grad`` under ``jax.jit`` on
+    JAX over a batch padded to bucketed sizes (as for prediction; the padding gets coefficient 0 and
+    is cut off)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        from qmlrp.models.inputs import MOLECULE_ATOMS_KEY, pad_inputs
+        from qmlrp.relevance.model_lrp import jit_with_weights
+
+        def f(a: Any, p: Any, inputs: dict[str, Any], coef: Any) -> Any:
+            y = model({**inputs, "atom_features": a, "pair_features": p}, training=False)
+            return keras.ops.sum(keras.ops.reshape(y, (-1, width)) * coef)
+
+        grad_fn = jit_with_weights(model, jax.grad(f, argnums=(0, 1)))
+
+        def padded(inputs: dict[str, np.ndarray], coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            n = int(inputs[MOLECULE_ATOMS_KEY].shape[0])
+            n_atoms, n_pairs = inputs["atom_features"].shape[0], inputs["pair_features"].shape[0]
+            slots = -(-(n + 1) // 64) * 64
+            x, _, _ = pad_inputs(inputs, np.zeros((n, 1), np.float32), slots, 256, 4096)
+            x = {k: np.asarray(x[k], dtypes[k]) for k in INPUT_SHAPES}
+            c = np.concatenate([coef, np.zeros((slots - n, width), coef.dtype)])
+            ga, gp = grad_fn(x["atom_features"], x["pair_features"], x, c)
+            return (inputs["atom_features"] * np.asarray(ga)[:n_atoms],
+                    inputs["pair_features"] * np.asarray(gp)[:n_pairs])
+
+        return padded
+    import tensorflow as tf
+
     signature = [{k: tf.TensorSpec((None, *INPUT_SHAPES[k]), dtypes[k]) for k in INPUT_SHAPES},
                  tf.TensorSpec((None, width), dtype)]
 
@@ -76,14 +118,7 @@ def gradient_times_input(model: keras.Model, output: Any = None) -> Callable[[Gr
         ga, gp = tape.gradient(y, [a, p])
         return a * ga, p * gp
 
-    def run(batch: GraphBatch) -> tuple[np.ndarray, np.ndarray]:
-        coef = output_coefficients(output, width, batch.n_molecules).astype(dtype)
-        given = batch_to_inputs(batch)
-        inputs = {k: np.asarray(given[k], dtypes[k]) for k in INPUT_SHAPES}
-        ga, gp = grad(inputs, coef)
-        return np.asarray(ga), np.asarray(gp)
-
-    return run
+    return grad
 
 
 def remove_atoms(batch: GraphBatch, keep: np.ndarray) -> GraphBatch:

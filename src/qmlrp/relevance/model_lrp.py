@@ -3,8 +3,11 @@
 :class:`ModelLRP` records the model's own forward pass (``model.record``) and walks it backwards
 with the relevance functions registered per layer type (:mod:`qmlrp.relevance.walk`,
 :mod:`qmlrp.relevance.layer_rules`); nothing here names a layer. Forward and walk run in one
-compiled function (``tf.function`` with a ragged input signature, one per rule set and output),
-so relevance costs about as much as a few forward passes.
+compiled function, one per rule set and output, so relevance costs about as much as a few
+forward passes: a ``tf.function`` with a ragged input signature on TensorFlow, ``jax.jit`` on JAX
+(which compiles per input shape: batches are padded to bucketed sizes, as for prediction
+(:func:`qmlrp.models.inputs.pad_inputs`), the padding atoms in a molecule of their own with zero
+start relevance, and the results cut back to the real molecules).
 
 What is explained: a linear functional ``f = sum_k c_k y_k`` of the model's outputs (target
 units); ``output=k`` is the unit vector of output k, and a scalar model's output is the default.
@@ -38,6 +41,7 @@ from qmlrp.models.inputs import (
     PAIR_ATOMS_KEY,
     PAIR_FEATURES_KEY,
     batch_to_inputs,
+    pad_inputs,
 )
 from qmlrp.relevance import layer_rules  # noqa: F401  (registers the relevance functions)
 from qmlrp.relevance.rules import Composite, Rule, as_composite
@@ -236,6 +240,23 @@ def as_float64(model: keras.Model) -> keras.Model:
     return copy
 
 
+def jit_with_weights(model: keras.Model, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (which calls ``model``) under ``jax.jit``, the model's weights passed as arguments
+    (a Keras ``StatelessScope``) rather than baked into the program as constants: the compiled
+    program is then the same for every model of one architecture (the folds share it, in memory
+    and in JAX's persistent cache) and stays small."""
+    import jax
+
+    variables = list(model.variables)
+
+    def stateless(values: list[Any], *args: Any) -> Any:
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    jitted = jax.jit(stateless)
+    return lambda *args: jitted([v.value for v in variables], *args)
+
+
 @dataclass(frozen=True)
 class _Key:
     rules: tuple[tuple[str, Composite], ...]
@@ -250,10 +271,13 @@ class ModelLRP:
         model: the trained model (inference mode is used throughout).
         dtype: ``float32`` (the model as it is; fast) or ``float64`` (a float64 copy of the model,
             end to end; made once here -- rebuild this object after further training).
-        compile: run as a ``tf.function`` (TensorFlow backend); False runs eagerly.
+        compile: run compiled (``tf.function`` on TensorFlow, ``jax.jit`` on JAX); False runs eagerly.
+        bucket_molecules, bucket_atoms, bucket_pairs: JAX pads each batch to multiples of these
+            (molecules: one more than the batch's), so that a few compiled shapes serve all batches.
     """
 
-    def __init__(self, model: keras.Model, dtype: str = "float32", compile: bool = True) -> None:
+    def __init__(self, model: keras.Model, dtype: str = "float32", compile: bool = True,
+                 bucket_molecules: int = 64, bucket_atoms: int = 256, bucket_pairs: int = 4096) -> None:
         self.dtype = keras.backend.standardize_dtype(np.dtype(dtype).name)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
@@ -263,7 +287,9 @@ class ModelLRP:
             if not jax.config.jax_enable_x64:
                 raise ValueError("float64 LRP on JAX needs 64-bit arrays: set JAX_ENABLE_X64=1")
         self.model = as_float64(model) if self.dtype == "float64" else model
-        self.compile = compile and keras.backend.backend() == "tensorflow"
+        self.compile = compile and keras.backend.backend() in ("tensorflow", "jax")
+        self.buckets = (bucket_molecules, bucket_atoms, bucket_pairs) \
+            if self.compile and keras.backend.backend() == "jax" else None
         self.n_outputs = int(getattr(getattr(model, "head", None), "n_outputs", 1))
         # models that read the geometry (the equivariant vector head) get the coordinates too
         self.input_keys = (*INPUT_SHAPES, COORDINATES_KEY) if getattr(model, "needs_coordinates", False) \
@@ -291,11 +317,14 @@ class ModelLRP:
         if COORDINATES_KEY in self.input_keys and COORDINATES_KEY not in inputs:
             raise ValueError(f"this model needs the input {COORDINATES_KEY!r} (n_atoms, 3), Angstrom")
         feed = {k: np.asarray(inputs[k], _DTYPES[k]) for k in self.input_keys}
+        atom_molecule = np.asarray(inputs[ATOM_MOLECULE_KEY], np.int64)
+        pair_atoms = np.asarray(inputs[PAIR_ATOMS_KEY], np.int64)
+        sizes = {"atoms": atom_molecule.size, "embedding": atom_molecule.size, "pairs": pair_atoms.shape[0]}
+        if self.buckets is not None:
+            feed, coef = self._padded(feed, coef)
         if self.dtype == "float64":
             feed = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feed.items()}
         out = fn(feed, coef)
-        atom_molecule = np.asarray(inputs[ATOM_MOLECULE_KEY], np.int64)
-        pair_atoms = np.asarray(inputs[PAIR_ATOMS_KEY], np.int64)
         pair_molecule = atom_molecule[pair_atoms[:, 0]] if pair_atoms.size else np.zeros(0, np.int64)
         if output is None:
             target: Any = 0
@@ -305,7 +334,7 @@ class ModelLRP:
             target = "per-molecule coefficients"
         result = {}
         for name in comps:
-            values = {f: np.asarray(keras.ops.convert_to_numpy(v)) for f, v in out[name].items()}
+            values = {f: np.asarray(keras.ops.convert_to_numpy(v))[:sizes.get(f, n_mol)] for f, v in out[name].items()}
             result[name] = Explanation(
                 rule=name, atoms=values["atoms"], pairs=values["pairs"],
                 output=values["output"].astype(np.float64),
@@ -324,6 +353,15 @@ class ModelLRP:
         label = name or comp.label
         return self.explain_inputs(batch_to_inputs(batch), {label: comp}, batch.ids, output=output)[label]
 
+    def _padded(self, feed: dict[str, np.ndarray], coef: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The batch padded to bucketed sizes; the padding molecules' coefficients are 0."""
+        molecules, atoms, pairs = self.buckets
+        n = int(feed[MOLECULE_ATOMS_KEY].shape[0])
+        slots = -(-(n + 1) // molecules) * molecules
+        padded, _, _ = pad_inputs(feed, np.zeros((n, 1), np.float32), slots, atoms, pairs)
+        coef = np.concatenate([coef, np.zeros((slots - n, coef.shape[1]), coef.dtype)])
+        return {k: padded[k] for k in self.input_keys}, coef
+
     # -- compiled function --------------------------------------------------------------------
     def _function(self, key: _Key) -> Callable[[dict[str, Any]], Any]:
         if key not in self._functions:
@@ -331,7 +369,9 @@ class ModelLRP:
                 rec = self.model.record(inputs)
                 return {name: self._walk(rec, inputs, comp, coef, key.keep) for name, comp in key.rules}
 
-            if self.compile:
+            if self.compile and self.buckets is not None:
+                self._functions[key] = jit_with_weights(self.model, run)
+            elif self.compile:
                 import tensorflow as tf
 
                 dtypes = {k: ("float64" if self.dtype == "float64" and _DTYPES[k] == "float32" else _DTYPES[k])
