@@ -47,7 +47,7 @@ len(store)"""),
 
 How many modes does QM9 list? 3N−6 for every non-linear molecule, 3N−5 for linear ones (every atom on one axis).
 The target vector sorts them high → low (index 0 is ω₁, the highest frequency) and pads with NaN to 81 = 3·29−6."""),
-    code("""from qmlrp.training.config import get_target
+    code("""from qmlrp.targets import get_target
 from qmlrp.targets.labels import load_labels
 from qmlrp.targets.spectra import is_linear, n_modes
 
