@@ -146,8 +146,10 @@ def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, Any] | Non
         config = ModelConfig.from_params(header["config"])
         metadata = header.get("metadata")
         n_outputs = int((metadata or {}).get("n_outputs", 1))
-        vector = isinstance(metadata, dict) and metadata.get("head") == "equivariant_vector"
-        n_vectors = int(metadata.get("n_vectors", 2)) if vector else 0
+        head = metadata.get("head") if isinstance(metadata, dict) else None
+        vector = head in ("equivariant_vector", "equivariant_tensor")
+        # the tensor head's 2 per-atom scalars (isotropic, traceless) and 2 scales weigh as much as 2 vectors'
+        n_vectors = 2 if head == "equivariant_tensor" else int(metadata.get("n_vectors", 2)) if vector else 0
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
     declared = config.vector_weight_count(n_vectors) if vector else config.weight_count(n_outputs)

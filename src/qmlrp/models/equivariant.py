@@ -12,8 +12,12 @@ the labels' vectors are given in (QM9's). Only this model reads them: the invari
 are unchanged. beta_par = 3/5 beta_vec . mu_hat, |mu|, |beta_vec| are derived
 (:func:`derived_quantities`), never predicted directly.
 
+The head is swappable: :class:`~qmlrp.models.tensor_head.EquivariantTensorHead` on the same trunk
+predicts the rank-2 polarizability tensor (6 components, a.u.; issue 18 item 6).
+
 Model files: the same ``.npz`` weights format; the metadata's ``head`` is ``equivariant_vector``
-(with ``n_vectors``), ``architecture.head_units`` are the widths of the per-atom layers before q.
+(with ``n_vectors``) or ``equivariant_tensor``, ``architecture.head_units`` are the widths of the
+per-atom layers before the head's per-atom scalars.
 """
 
 from __future__ import annotations
@@ -40,23 +44,28 @@ from qmlrp.models.inputs import (
 )
 from qmlrp.models.layers import PACKAGE, Record, Tape, build_once, record, run
 from qmlrp.models.readout import AtomEmbedding
+from qmlrp.models.tensor_head import EquivariantTensorHead
 from qmlrp.models.vector_head import EquivariantVectorHead
 from qmlrp.models.weave import WeaveModule
 
 VECTOR_HEAD = "equivariant_vector"
-"""``metadata["head"]`` of a :class:`VectorGCModel` file."""
+"""``metadata["head"]`` of a :class:`VectorGCModel` file with the vector head (mu, beta_vec)."""
+TENSOR_HEAD = "equivariant_tensor"
+"""``metadata["head"]`` of a :class:`VectorGCModel` file with the rank-2 tensor head (alpha, 6 components)."""
+EQUIVARIANT_HEADS: tuple[str, ...] = (VECTOR_HEAD, TENSOR_HEAD)
 VECTOR_NAMES: tuple[str, ...] = ("dipole", "beta_vec")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class VectorGCModel(keras.Model):
-    """Weave trunk + :class:`EquivariantVectorHead`; output (n_molecules, 3 * n_vectors), a.u."""
+    """Weave trunk + an equivariant head (:class:`EquivariantVectorHead`: (n_molecules, 3 * n_vectors);
+    :class:`~qmlrp.models.tensor_head.EquivariantTensorHead`: (n_molecules, 6)), a.u."""
 
     needs_coordinates = True
     """Its input dict must hold ``coordinates`` (read by :mod:`qmlrp.relevance.model_lrp` and predict)."""
 
     def __init__(self, input_layer: GraphInput, weave_modules: Sequence[WeaveModule], atom_embedding: AtomEmbedding,
-                 head: EquivariantVectorHead, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 head: EquivariantVectorHead | EquivariantTensorHead, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.input_layer = input_layer
         self.weave_modules = list(weave_modules)
@@ -73,7 +82,7 @@ class VectorGCModel(keras.Model):
 
     def forward(self, inputs: dict[str, Any], training: bool | None = None, tape: Tape | None = None,
                 scaled: bool = True) -> Any:
-        """(n_molecules, 3 V) in a.u. (``scaled=False``: before the per-vector scales)."""
+        """(n_molecules, head.n_outputs) in a.u. (``scaled=False``: before the head's scales)."""
         atoms, pairs = run(tape, self.input_layer, inputs)
         for module in self.weave_modules:
             atoms, pairs = run(tape, module, atoms, pairs, inputs[PAIR_ATOMS_KEY])
@@ -125,21 +134,32 @@ class VectorGCModel(keras.Model):
 
 
 def is_vector_metadata(metadata: dict[str, Any] | None) -> bool:
-    """Whether a model file's metadata describes a :class:`VectorGCModel`."""
-    return bool(metadata) and metadata.get("head") == VECTOR_HEAD
+    """Whether a model file's metadata describes a :class:`VectorGCModel` (either equivariant head)."""
+    return bool(metadata) and metadata.get("head") in EQUIVARIANT_HEADS
 
 
 def build_vector_model(config: ModelConfig, metadata: dict[str, Any] | None = None,
-                       n_vectors: int | None = None) -> VectorGCModel:
+                       n_vectors: int | None = None, head: str | None = None) -> VectorGCModel:
     """A freshly initialised, built :class:`VectorGCModel`; ``config.head_units`` are the per-atom
-    widths before q. ``n_vectors`` defaults to ``metadata["n_vectors"]`` (else 2: mu, beta_vec)."""
+    widths before the head's per-atom scalars. ``head`` (default ``metadata["head"]``, else
+    ``equivariant_vector``) picks the head: ``equivariant_vector`` with ``n_vectors`` (default
+    ``metadata["n_vectors"]``, else 2: mu, beta_vec), or ``equivariant_tensor`` (6 components)."""
     if config.depth < 1:
         raise ValueError("model depth must be at least 1 weave module")
     metadata = dict(metadata or {})
-    width = int(metadata.get("n_vectors", 2) if n_vectors is None else n_vectors)
-    if width < 1:
-        raise ValueError(f"n_vectors must be positive, got {width}")
-    metadata.update(head=VECTOR_HEAD, n_vectors=width)
+    kind = head or metadata.get("head") or VECTOR_HEAD
+    if kind == TENSOR_HEAD:
+        head_layer: EquivariantVectorHead | EquivariantTensorHead = EquivariantTensorHead(config.head_units, name="head")
+        metadata.update(head=TENSOR_HEAD)
+        metadata.pop("n_vectors", None)
+    elif kind == VECTOR_HEAD:
+        width = int(metadata.get("n_vectors", 2) if n_vectors is None else n_vectors)
+        if width < 1:
+            raise ValueError(f"n_vectors must be positive, got {width}")
+        head_layer = EquivariantVectorHead(config.head_units, width, name="head")
+        metadata.update(head=VECTOR_HEAD, n_vectors=width)
+    else:
+        raise ValueError(f"unknown equivariant head {kind!r}; choose one of {', '.join(EQUIVARIANT_HEADS)}")
     modules = [WeaveModule(atom_units=config.atom_width, pair_units=config.pair_width, atom_hidden=config.atom_hidden,
                            pair_hidden=config.pair_hidden, update_pairs=k < config.depth - 1,
                            activation=config.activation, name=f"weave{k}") for k in range(config.depth)]
@@ -147,7 +167,7 @@ def build_vector_model(config: ModelConfig, metadata: dict[str, Any] | None = No
         input_layer=GraphInput(config.scaled_atom_features, config.scaled_pair_features, name="graph_input"),
         weave_modules=modules,
         atom_embedding=AtomEmbedding(config.embedding_width, config.batch_norm_momentum, name="embedding"),
-        head=EquivariantVectorHead(config.head_units, width, name="head"),
+        head=head_layer,
         metadata=metadata,
         name="weave_vector",
     )

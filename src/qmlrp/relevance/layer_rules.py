@@ -16,6 +16,9 @@ Dropout                same        identity at inference
 ChargeDipole           molecules   ``V_mv = sum_a q_av (r_a - rbar_m)``, linear in q: LRP-0, exact
                                    (``R(q_av) = q_av (r_a - rbar) . R(V_mv) / V_mv``)
 VectorScaling          same        ``y = z * s_v``, s > 0, no bias: R passes unchanged
+ChargeTensor           molecules   ``T_mc = sum_a sum_k p_ak basis_akc``, linear in p: LRP-0, exact
+                                   (``R(p_ak) = p_ak sum_c basis_akc R(T_mc) / T_mc``)
+TensorScaling          same        ``(a, b) -> (s_iso a, s_aniso b)``, s > 0: R passes unchanged
 =====================  ==========  ===========================================================
 
 Composite layers (weave module, head, model, input layer) have no function: the walk goes through
@@ -31,6 +34,7 @@ from keras import ops
 
 from qmlrp.models.layers import FeatureScaling, PairFromAtoms, Record, SplitDense, TargetScaling
 from qmlrp.models.readout import AtomEmbedding, GaussianHistogram
+from qmlrp.models.tensor_head import ChargeTensor, TensorScaling
 from qmlrp.models.vector_head import ChargeDipole, VectorScaling
 from qmlrp.models.weave import PairToAtomSum
 from qmlrp.relevance.propagate import (
@@ -169,3 +173,24 @@ def charge_dipole(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
     r_q = q * ops.sum(w_atoms * g[:, None, :], axis=-1)
     absorbed = ops.sum(r_out[0], axis=-1) - ctx.per_molecule(ops.sum(r_q, axis=-1), "atoms")
     return Propagated([r_q, None, None, None], absorbed, None)
+
+
+@register(TensorScaling, rows="same")
+def tensor_scaling(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """``(a, b) -> (s_iso a, s_aniso b)`` per atom, s > 0, no bias: R passes unchanged."""
+    return Propagated([r_out[0]], None, None)
+
+
+@register(ChargeTensor, rows="molecules")
+def charge_tensor(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """Inputs ``(p (n_atoms, 2), coordinates, Z, atom_molecule)``, output (n_molecules, 6). The output is
+    linear in p with coefficients ``basis_akc`` (recorded; the identity for the isotropic scalar, ``d d^T -
+    |d|^2/3 I`` for the traceless one), no bias: each component's relevance goes to the atoms' scalars by
+    their exact contributions ``p_ak basis_akc``; the geometry and indices get none."""
+    p, _, _, atom_molecule = rec.inputs
+    p = ctx.cast(p)
+    basis = ctx.cast(rec.extras["basis"])  # (n_atoms, 2, 6)
+    w = ops.take(safe_divide(r_out[0], ctx.cast(rec.outputs)), atom_molecule, axis=0)  # (n_atoms, 6) R / T
+    r_p = p * ops.sum(basis * w[:, None, :], axis=-1)
+    absorbed = ops.sum(r_out[0], axis=-1) - ctx.per_molecule(ops.sum(r_p, axis=-1), "atoms")
+    return Propagated([r_p, None, None, None], absorbed, None)

@@ -2,7 +2,8 @@
 
 Each :class:`Target` has a :class:`~qmlrp.targets.kinds.TargetKind` -- ``scalar`` (alpha, ZPVE,
 omega_1, beta_par), ``padded_vector`` (the 81 harmonic frequencies, NaN-padded) or
-``equivariant_vector`` (mu and beta_vec in the molecule's frame) -- that owns how labels load
+``equivariant_vector`` (mu and beta_vec in the molecule's frame) or ``equivariant_tensor`` (the polarizability
+tensor in the molecule's frame) -- that owns how labels load
 (:func:`load_labels`), which predictions file a run writes, how the ensemble's values are combined and
 how one molecule's prediction is reported. Nothing here imports Keras, JAX or the training code:
 ``training`` and ``relevance`` both import it from below.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qmlrp.errors import QmlrpError
-from qmlrp.targets.kinds import EQUIVARIANT_VECTOR, PADDED_VECTOR, SCALAR, TargetKind
+from qmlrp.targets.kinds import EQUIVARIANT_TENSOR, EQUIVARIANT_VECTOR, PADDED_VECTOR, SCALAR, TargetKind
 
 __all__ = ["TARGETS", "Target", "get_target", "vector_targets"]
 
@@ -51,6 +52,8 @@ TARGETS: dict[str, Target] = {
     "crippen": Target("crippen", "crippen_logp", "logP units"),
     "beta_vector": Target("beta_vector", "dipole_au+beta_au", "a.u.", n_outputs=6, dataset="beta",
                           kind=EQUIVARIANT_VECTOR),
+    # the polarizability tensor (xx, yy, zz, xy, xz, yz) in the QM9 frame from the beta labels (issue 18 item 6)
+    "alpha_tensor": Target("alpha_tensor", "alpha_au", "a.u.", n_outputs=6, dataset="beta", kind=EQUIVARIANT_TENSOR),
 }
 
 
@@ -62,5 +65,5 @@ def get_target(name: str) -> Target:
 
 
 def vector_targets() -> tuple[str, ...]:
-    """Targets of the equivariant vector model (their own training stage and prediction format)."""
-    return tuple(name for name, t in TARGETS.items() if t.kind is EQUIVARIANT_VECTOR)
+    """Targets of the equivariant model, vector or tensor head (their own training stages and prediction format)."""
+    return tuple(name for name, t in TARGETS.items() if t.kind in (EQUIVARIANT_VECTOR, EQUIVARIANT_TENSOR))

@@ -8,6 +8,9 @@ values combine, the metric, and how one molecule's prediction is reported.
   3N - 6 (3N - 5 if linear) modes.
 * ``equivariant_vector`` -- mu (3) and beta_vec (3) in the molecule's own frame (a.u.); the ensemble
   adds beta_par = 3/5 beta_vec . mu_hat per model (column 6); the metric is beta_par's MAE.
+* ``equivariant_tensor`` -- the polarizability tensor's 6 components (xx, yy, zz, xy, xz, yz; a.u., the
+  molecule's own frame); the ensemble adds the isotropic alpha and the anisotropy per model (columns 6,
+  7); the metric is the mean Frobenius norm of the error tensor.
 """
 
 from __future__ import annotations
@@ -93,6 +96,37 @@ class EquivariantVectorKind(TargetKind):
                 "beta_vec": [float(v) for v in mean[3:6]], "beta_vec_sd": [float(v) for v in sd[3:6]] if many else None}
 
 
+@dataclass(frozen=True)
+class EquivariantTensorKind(TargetKind):
+    """A symmetric rank-2 tensor (6 components) rotating as R T R^T; isotropic part and anisotropy derived."""
+
+    def combine(self, values: np.ndarray) -> np.ndarray:
+        """(n_models, n, 8): the 6 components, each model's isotropic alpha (column 6) and anisotropy (7)."""
+        from qmlrp.targets.tensors import anisotropy, isotropic
+
+        derived = np.stack([np.stack([isotropic(v), anisotropy(v)], axis=-1) for v in values])
+        return np.concatenate([values, derived], axis=-1)
+
+    def metric(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
+        """Mean Frobenius norm of the error tensor (a.u.) from (n, 6) components."""
+        from qmlrp.targets.tensors import frobenius
+
+        return float(np.mean(frobenius(np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64))))
+
+    def report(self, mean: np.ndarray, sd: np.ndarray, molecule: MoleculeInput, units: str, n_models: int
+               ) -> dict[str, Any]:
+        """``mean``/``sd`` of the isotropic alpha (over the fold models), the anisotropy with its sd, and the
+        6 components ``(xx, yy, zz, xy, xz, yz)`` (the input geometry's frame) with their sds."""
+        many = n_models > 1
+        return {"mean": float(mean[6]), "sd": float(sd[6]) if many else None, "units": units, "n_models": n_models,
+                "quantity": "isotropic alpha = trace / 3",
+                "anisotropy": float(mean[7]), "anisotropy_sd": float(sd[7]) if many else None,
+                "components": [float(v) for v in mean[0:6]],
+                "components_sd": [float(v) for v in sd[0:6]] if many else None,
+                "component_order": ["xx", "yy", "zz", "xy", "xz", "yz"]}
+
+
 SCALAR = TargetKind("scalar", "predictions.csv")
 PADDED_VECTOR = PaddedVectorKind("padded_vector", "predictions.parquet")
 EQUIVARIANT_VECTOR = EquivariantVectorKind("equivariant_vector", "predictions.parquet")
+EQUIVARIANT_TENSOR = EquivariantTensorKind("equivariant_tensor", "predictions.parquet")

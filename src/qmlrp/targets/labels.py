@@ -17,7 +17,7 @@ import pandas as pd
 from qmlrp.errors import QmlrpError
 from qmlrp.io import read_parquet
 from qmlrp.targets import Target
-from qmlrp.targets.kinds import EQUIVARIANT_VECTOR
+from qmlrp.targets.kinds import EQUIVARIANT_TENSOR, EQUIVARIANT_VECTOR
 from qmlrp.targets.spectra import frequency_vector, is_linear, n_modes
 
 if TYPE_CHECKING:
@@ -43,6 +43,10 @@ def load_labels(store: FeatureStore, table: str | Path, target: Target) -> np.nd
         from qmlrp.targets.vectors import load_vector_targets
 
         return load_vector_targets(store, table)
+    if target.kind is EQUIVARIANT_TENSOR:  # the same folder: alpha_au, 6 components (qmlrp.targets.tensors)
+        from qmlrp.targets.tensors import load_tensor_targets
+
+        return load_tensor_targets(store, table)
     table = Path(table)
     if target.column == "crippen_logp":  # computed from the molecules, NaN where RDKit cannot rebuild one
         from qmlrp.targets.crippen import crippen_data

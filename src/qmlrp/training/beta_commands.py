@@ -1,5 +1,6 @@
 """CLI commands of the β∥ model's stages: ``qmlrp beta-data``, ``qmlrp beta-learning-curve`` and the
-equivariant vector model's ``qmlrp train-beta-vector --fold k`` and ``qmlrp evaluate-beta-vector``."""
+equivariant vector model's ``qmlrp train-beta-vector --fold k`` and ``qmlrp evaluate-beta-vector``, the
+equivariant tensor model's ``qmlrp train-alpha-tensor --fold k``."""
 
 from __future__ import annotations
 
@@ -56,6 +57,21 @@ def register(app: typer.Typer) -> None:
         b = s["beta_parallel"]
         typer.echo(f"beta_vector fold {fold}: beta_par test MAE {b['mae']:.4g} a.u. = {b['mae_over_mad']:.3f} x MAD "
                    f"(linear {s['linear_beta_parallel_mae_over_mad']:.3f}); sign right {s['beta_parallel_sign_accuracy']:.3f}")
+
+    @app.command("train-alpha-tensor")
+    def train_alpha_tensor_command(fold: int = typer.Option(..., "--fold", help="Test fold of data/beta/folds.parquet."),
+                                   params: Path = PARAMS) -> None:
+        """The equivariant polarizability-tensor model (6 components) and its linear baseline on one fold."""
+        from qmlrp.training.backend import use_jax_backend
+
+        use_jax_backend()
+        from qmlrp.training.tensor_stage import train_tensor_fold
+
+        s = train_tensor_fold(fold, params)
+        i, a, f = s["isotropic"], s["anisotropy"], s["frobenius"]
+        typer.echo(f"alpha_tensor fold {fold}: isotropic alpha test MAE {i['mae']:.4g} a.u. = {i['mae_over_mad']:.3f} x MAD"
+                   f" (linear {s['linear']['isotropic']['mae_over_mad']:.3f}); anisotropy MAE {a['mae']:.4g} a.u. = "
+                   f"{a['mae_over_mad']:.3f} x MAD; Frobenius error {f['mae']:.4g} a.u. = {f['mae_over_mad']:.3f} x MAD")
 
     @app.command("evaluate-beta-vector")
     def evaluate_beta_vector_command(params: Path = PARAMS) -> None:

@@ -94,10 +94,17 @@ def _vector_training() -> KindTraining:
     return VECTOR_TRAINING
 
 
+def _tensor_training() -> KindTraining:
+    from qmlrp.training.tensor_fit import TENSOR_TRAINING
+
+    return TENSOR_TRAINING
+
+
 TRAINING: dict[str, Callable[[], KindTraining]] = {
     "scalar": lambda: STANDARD,
     "padded_vector": lambda: STANDARD,
     "equivariant_vector": _vector_training,
+    "equivariant_tensor": _tensor_training,
 }
 
 

@@ -197,8 +197,9 @@ def train_program(
 
     vector = sorted({t for t, _ in jobs if t in vector_targets()})
     if vector:
-        raise QmlrpError(f"target {vector[0]!r} is trained by `qmlrp train-beta-vector --fold K` "
-                         "(the equivariant vector model), not by `qmlrp train`")
+        command = "train-alpha-tensor" if vector[0] == "alpha_tensor" else "train-beta-vector"
+        raise QmlrpError(f"target {vector[0]!r} is trained by `qmlrp {command} --fold K` "
+                         "(the equivariant model), not by `qmlrp train`")
     t0, cpu0 = time.perf_counter(), time.process_time()
     store = FeatureStore.open(features)
     pairs = [fold_run(store, table, folds_path, target, fold, config) for target, fold in jobs]

@@ -44,14 +44,15 @@ def _namespace(a: Any) -> Any:
 
 
 def predict_vectors(model: Any, store: FeatureStore, positions: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """(len(positions), 3V) predictions in a.u. (inference mode), in the order of ``positions``."""
+    """(len(positions), head.n_outputs) predictions in a.u. (inference mode), in the order of ``positions``:
+    3V vector components, or the tensor head's 6."""
     out = []
     for s in range(0, len(positions), batch_size):
         chunk = np.asarray(positions[s:s + batch_size])
         inputs = molecule_inputs(store, chunk)
         x, _, _ = pad_inputs(inputs, np.zeros((chunk.size, 1), np.float32), chunk.size + 1, 64, 1024)
         out.append(np.asarray(model.predict_on_batch(x))[: chunk.size])
-    width = 3 * int(model.head.n_vectors)
+    width = int(model.head.n_outputs)
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, width))
 
 

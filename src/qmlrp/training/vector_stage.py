@@ -43,20 +43,21 @@ METRICS = Path("metrics/beta_vector.json")
 SECTION = "train_beta_vector"
 
 
-def stage_config(params_path: str | Path = "params.yaml") -> tuple[TrainConfig, str]:
-    """``(training settings, labels folder)``: the ``train`` section with ``train_beta_vector`` laid over it
-    (any ``train`` key; ``head_units``, the per-atom widths before q, goes into the model, whose other fields
-    are ``train.model``'s) and ``beta_data.labels``. Unknown keys are refused in one line."""
+def stage_config(params_path: str | Path = "params.yaml", section: str = SECTION) -> tuple[TrainConfig, str]:
+    """``(training settings, labels folder)``: the ``train`` section with ``section`` (``train_beta_vector``;
+    ``train_alpha_tensor`` for the tensor head) laid over it (any ``train`` key; ``head_units``, the per-atom
+    widths before the head's scalars, goes into the model, whose other fields are ``train.model``'s) and
+    ``beta_data.labels``. Unknown keys are refused in one line."""
     params = load_params(params_path)
-    overrides = dict(params.get(SECTION) or {})
+    overrides = dict(params.get(section) or {})
     head_units = overrides.pop("head_units", [64])
     for key in ("targets", "folds", "model"):  # the rest is checked with the train keys (did-you-mean)
         if key in overrides:
-            raise QmlrpError(f"params.yaml {SECTION}.{key}: not a setting of this model (head_units is; the trunk "
+            raise QmlrpError(f"params.yaml {section}.{key}: not a setting of this model (head_units is; the trunk "
                              f"is train.model)")
     train = dict(params.get("train") or {})
     model = {**dict(train.get("model") or {}), "head_units": head_units}
-    config = TrainConfig.from_params({**train, **overrides, "model": model}, section=SECTION)
+    config = TrainConfig.from_params({**train, **overrides, "model": model}, section=section)
     labels = (params.get("beta_data") or {}).get("labels")
     if not labels:
         raise QmlrpError("params.yaml beta_data.labels: no label folder given")
