@@ -16,6 +16,7 @@ import numpy as np
 
 from qmlrp.errors import QmlrpError
 from qmlrp.features.store import FeatureStore
+from qmlrp.targets.label_folder import label_rows, mae_mad
 
 COMPONENTS: tuple[str, ...] = ("xx", "yy", "zz", "xy", "xz", "yz")
 """Output order of the 6 independent components."""
@@ -67,25 +68,11 @@ def load_tensor_targets(store: FeatureStore, labels: str | Path) -> np.ndarray:
     Raises:
         QmlrpError: one line when the folder holds no labels or a featurized molecule has none.
     """
-    from qmlrp.labels.records import read_labels
-
-    frame = read_labels(labels)
-    if frame.empty:
-        raise QmlrpError(f"{labels}: no β labels found (a folder of part-*.parquet shards)")
-    frame = frame.set_index("id")
-    missing = np.setdiff1d(store.ids, frame.index.to_numpy())
-    if missing.size:
-        raise QmlrpError(f"{labels}: {missing.size} featurized molecules have no label (e.g. id {missing[0]})")
-    y = tensor_components(np.stack(frame.loc[store.ids, "alpha_au"].map(np.asarray)))
+    frame = label_rows(store, labels)
+    y = tensor_components(np.stack(frame["alpha_au"].map(np.asarray)))
     if not np.all(np.isfinite(y)):
         raise QmlrpError(f"{labels}: non-finite polarizability tensor")
     return y
-
-
-def _mae_mad(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    mae = float(np.mean(np.abs(pred - true)))
-    mad = float(np.mean(np.abs(true - np.mean(true))))
-    return {"mae": mae, "mad": mad, "mae_over_mad": mae / mad if mad > 0 else float("nan")}
 
 
 def tensor_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, object]:
@@ -97,8 +84,8 @@ def tensor_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, object]:
     err, spread = float(np.mean(frobenius(p - t))), float(np.mean(frobenius(t - t.mean(axis=0))))
     return {
         "n": len(t),
-        "isotropic": _mae_mad(isotropic(t), isotropic(p)),
-        "anisotropy": _mae_mad(anisotropy(t), anisotropy(p)),
+        "isotropic": mae_mad(isotropic(t), isotropic(p)),
+        "anisotropy": mae_mad(anisotropy(t), anisotropy(p)),
         "frobenius": {"mae": err, "mad": spread, "mae_over_mad": err / spread if spread > 0 else float("nan")},
-        "components": {name: _mae_mad(t[:, k], p[:, k]) for k, name in enumerate(COMPONENTS)},
+        "components": {name: mae_mad(t[:, k], p[:, k]) for k, name in enumerate(COMPONENTS)},
     }

@@ -15,6 +15,7 @@ import numpy as np
 
 from qmlrp.errors import QmlrpError
 from qmlrp.features.store import FeatureStore
+from qmlrp.targets.label_folder import label_rows, mae_mad
 
 N_COMPONENTS = 6
 COMPONENTS: tuple[str, ...] = ("mu_x", "mu_y", "mu_z", "beta_vec_x", "beta_vec_y", "beta_vec_z")
@@ -33,16 +34,7 @@ def load_vector_targets(store: FeatureStore, labels: str | Path) -> np.ndarray:
     Raises:
         QmlrpError: one line when the folder holds no labels or a featurized molecule has none.
     """
-    from qmlrp.labels.records import read_labels
-
-    frame = read_labels(labels)
-    if frame.empty:
-        raise QmlrpError(f"{labels}: no β labels found (a folder of part-*.parquet shards)")
-    frame = frame.set_index("id")
-    missing = np.setdiff1d(store.ids, frame.index.to_numpy())
-    if missing.size:
-        raise QmlrpError(f"{labels}: {missing.size} featurized molecules have no label (e.g. id {missing[0]})")
-    frame = frame.loc[store.ids]
+    frame = label_rows(store, labels)
     y = vectors_from_labels(np.stack(frame["dipole_au"].map(np.asarray)), np.stack(frame["beta_au"].map(np.asarray)))
     if not np.all(np.isfinite(y)):
         raise QmlrpError(f"{labels}: non-finite dipole or β tensor")
@@ -58,12 +50,6 @@ def parallel_from_vectors(vectors: np.ndarray) -> np.ndarray:
     return np.where(mu_norm > 0, out, np.nan)
 
 
-def _mae_mad(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    mae = float(np.mean(np.abs(pred - true)))
-    mad = float(np.mean(np.abs(true - np.mean(true))))
-    return {"mae": mae, "mad": mad, "mae_over_mad": mae / mad if mad > 0 else float("nan")}
-
-
 def vector_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, object]:
     """Test metrics of (n, 6) predictions against labels, a.u.: MAE, MAD and MAE/MAD of beta_par,
     |beta_vec| and |mu|; MAE of each Cartesian component; the share of molecules whose beta_par sign
@@ -72,9 +58,9 @@ def vector_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, object]:
     par_t, par_p = parallel_from_vectors(t), parallel_from_vectors(p)
     return {
         "n": int(len(t)),
-        "beta_parallel": _mae_mad(par_t, par_p),
-        "beta_vec_norm": _mae_mad(np.linalg.norm(t[:, 3:], axis=1), np.linalg.norm(p[:, 3:], axis=1)),
-        "mu_norm": _mae_mad(np.linalg.norm(t[:, :3], axis=1), np.linalg.norm(p[:, :3], axis=1)),
+        "beta_parallel": mae_mad(par_t, par_p),
+        "beta_vec_norm": mae_mad(np.linalg.norm(t[:, 3:], axis=1), np.linalg.norm(p[:, 3:], axis=1)),
+        "mu_norm": mae_mad(np.linalg.norm(t[:, :3], axis=1), np.linalg.norm(p[:, :3], axis=1)),
         "component_mae": {name: float(np.mean(np.abs(p[:, k] - t[:, k]))) for k, name in enumerate(COMPONENTS)},
         "beta_parallel_sign_accuracy": float(np.mean(np.sign(par_t) == np.sign(par_p))),
     }

@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from qmlrp.features.store import FeatureStore
-from qmlrp.io import write_csv, write_json, write_parquet
-from qmlrp.paths import CHECKPOINTS, MODELS, dataset_paths
+from qmlrp.io import write_json, write_parquet
+from qmlrp.paths import MODELS, dataset_paths
 from qmlrp.targets import get_target
 from qmlrp.targets.labels import load_labels
 from qmlrp.targets.tensors import anisotropy, isotropic, tensor_metrics
 from qmlrp.training.config import RESULTS, TrainConfig
+from qmlrp.training.equivariant_fold import fit_equivariant_fold
 from qmlrp.training.vector_stage import stage_config
 
 TARGET = "alpha_tensor"
@@ -59,10 +59,7 @@ def train_tensor_fold(fold: int, params_path: str | Path = "params.yaml", models
     """Train and test the tensor model and its linear baseline on ``fold``; returns the model's run summary.
     ``features``, ``folds``, ``labels`` default to ``data/beta`` and ``beta_data.labels``."""
     from qmlrp.data.split import make_split
-    from qmlrp.models.io import load_model, model_path, save_model
-    from qmlrp.training.engine import ModelRun, fit
     from qmlrp.training.tensor_linear import fit_linear_tensor, tensor_descriptors
-    from qmlrp.training.vector_fit import predict_vectors
 
     stage, stage_labels = stage_config(params_path, section=SECTION)
     config = config or stage
@@ -87,16 +84,9 @@ def train_tensor_fold(fold: int, params_path: str | Path = "params.yaml", models
                 "frame": "QM9 coordinates (Angstrom)", "n_train": int(split.train.size),
                 "n_validation": int(split.validation.size), "n_test": int(split.test.size),
                 "architecture": asdict(config.model)}
-    checkpoint = Path(checkpoint or CHECKPOINTS / f"{TARGET}-fold{fold}.npz")
-    run = ModelRun(f"{TARGET}/fold{fold}", target, y, split.train, split.validation, config.seed + int(fold), metadata)
-    result = fit(store, [run], config, checkpoint=checkpoint, log=log)[0]
-    file = model_path(models_dir, TARGET, int(fold))
-    save_model(result.model, file)
-    checkpoint.unlink(missing_ok=True)  # the run is written: a finished model is never resumed
-    y_pred = predict_vectors(load_model(file), store, split.test)  # the published (float16) file's
+    result, y_pred, file = fit_equivariant_fold(store, target, y, split, config, metadata, models_dir, results_dir,
+                                                write_tensor_predictions, checkpoint, log)
     run_dir = Path(results_dir) / TARGET / f"fold{fold}"
-    write_tensor_predictions(ids_test, y_test, y_pred, run_dir / "predictions.parquet")
-    write_csv(pd.DataFrame(result.history), run_dir / "history.csv")
     summary = {**{k: v for k, v in metadata.items() if k != "architecture"}, **tensor_metrics(y_test, y_pred),
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
                "best_val_frobenius_mae": result.best_val_mae, "fit_seconds": result.fit_seconds,
