@@ -7,6 +7,18 @@ gets the same frame (:func:`qm9pack_parsed_once`).
 
 from __future__ import annotations
 
+import os
+import sys
+
+# In-process tests run Keras on TensorFlow (the float64-exact LRP tests and the explicit matrix oracles are
+# written for it); processes the tests start get qmlrp's own default (JAX) unless a test sets KERAS_BACKEND.
+# tests/models/test_backends.py compares the two backends; the engine's tests run in JAX processes.
+if "keras" not in sys.modules and "KERAS_BACKEND" not in os.environ:
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import keras  # noqa: F401  -- loads here, on TensorFlow
+
+    del os.environ["KERAS_BACKEND"]
+
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
