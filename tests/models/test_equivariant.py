@@ -7,17 +7,12 @@ import pytest
 
 from qmlrp.models.config import ModelConfig
 from qmlrp.models.equivariant import VectorGCModel, build_vector_model, derived_quantities
-from qmlrp.models.inputs import COORDINATES_KEY, batch_to_inputs, random_batch
+from qmlrp.models.inputs import COORDINATES_KEY
+
+from tests.models.geometry_cases import COUNTS, molecules_with_coordinates, permuted_atoms, predict, rotation
 
 SMALL = ModelConfig(depth=2, atom_width=16, pair_width=16, atom_hidden=16, pair_hidden=16, embedding_width=16,
                     head_units=(8,))
-COUNTS = [5, 7, 4]
-
-
-def _rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +28,16 @@ def model() -> VectorGCModel:
 
 @pytest.fixture(scope="module")
 def inputs() -> dict[str, np.ndarray]:
-    batch = random_batch(COUNTS, seed=1)
-    x = batch_to_inputs(batch)
-    x[COORDINATES_KEY] = np.random.default_rng(2).normal(0, 1.5, (batch.n_atoms, 3)).astype(np.float32)
-    return x
-
-
-def _predict(model: VectorGCModel, x: dict[str, np.ndarray]) -> np.ndarray:
-    return np.asarray(model(x, training=False), np.float64)
+    return molecules_with_coordinates()
 
 
 def test_rotation_and_translation_rotate_the_vectors(model, inputs):
-    y = _predict(model, inputs)
+    y = predict(model, inputs)
     assert np.abs(y).max() > 0.1  # a non-trivial prediction
-    rot = _rotation(7)
+    rot = rotation(7)
     moved = dict(inputs)
     moved[COORDINATES_KEY] = (inputs[COORDINATES_KEY] @ rot.T + np.array([3.0, -5.0, 11.0])).astype(np.float32)
-    y2 = _predict(model, moved)
+    y2 = predict(model, moved)
     expected = np.concatenate([y[:, 0:3] @ rot.T, y[:, 3:6] @ rot.T], axis=1)
     np.testing.assert_allclose(y2, expected, atol=1e-5 * max(1.0, float(np.abs(y).max())))
     d1, d2 = derived_quantities(y), derived_quantities(y2)
@@ -60,19 +48,11 @@ def test_rotation_and_translation_rotate_the_vectors(model, inputs):
 def test_translation_alone_changes_nothing(model, inputs):
     moved = dict(inputs)
     moved[COORDINATES_KEY] = (inputs[COORDINATES_KEY] + np.float32(40.0)).astype(np.float32)
-    np.testing.assert_allclose(_predict(model, moved), _predict(model, inputs), atol=2e-4)
+    np.testing.assert_allclose(predict(model, moved), predict(model, inputs), atol=2e-4)
 
 
 def test_permuting_atoms_changes_nothing(model, inputs):
-    rng = np.random.default_rng(5)
-    offsets = np.concatenate([[0], np.cumsum(COUNTS)])
-    perm = np.concatenate([offsets[m] + rng.permutation(n) for m, n in enumerate(COUNTS)])  # new -> old
-    old_to_new = np.argsort(perm)
-    permuted = dict(inputs)
-    for key in ("atom_features", COORDINATES_KEY, "atom_molecule"):
-        permuted[key] = inputs[key][perm]
-    permuted["pair_atoms"] = old_to_new[inputs["pair_atoms"]].astype(np.int32)
-    np.testing.assert_allclose(_predict(model, permuted), _predict(model, inputs), atol=1e-5)
+    np.testing.assert_allclose(predict(model, permuted_atoms(inputs)), predict(model, inputs), atol=1e-5)
 
 
 def test_scalars_sum_to_zero_and_any_origin_gives_the_same_vector(model, inputs):
@@ -112,7 +92,7 @@ def test_model_file_round_trip(model, inputs, tmp_path):
     save_model(model, path, half=False)
     loaded = load_model(path)
     assert isinstance(loaded, VectorGCModel)
-    np.testing.assert_allclose(_predict(loaded, inputs), _predict(model, inputs), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(predict(loaded, inputs), predict(model, inputs), rtol=1e-6, atol=1e-6)
     config, metadata, names, arrays = read_model_file(path)
     assert metadata["head"] == "equivariant_vector" and metadata["n_vectors"] == 2
     assert sum(a.size for a in arrays) == SMALL.vector_weight_count(2)

@@ -7,7 +7,7 @@ import pytest
 
 from qmlrp.models.config import ModelConfig
 from qmlrp.models.equivariant import TENSOR_HEAD, VectorGCModel, build_vector_model
-from qmlrp.models.inputs import COORDINATES_KEY, batch_to_inputs, random_batch
+from qmlrp.models.inputs import COORDINATES_KEY
 from qmlrp.models.tensor_head import EquivariantTensorHead
 from qmlrp.targets.tensors import (
     anisotropy,
@@ -16,15 +16,10 @@ from qmlrp.targets.tensors import (
     tensor_matrices,
 )
 
+from tests.models.geometry_cases import COUNTS, molecules_with_coordinates, permuted_atoms, predict, rotation
+
 SMALL = ModelConfig(depth=2, atom_width=16, pair_width=16, atom_hidden=16, pair_hidden=16, embedding_width=16,
                     head_units=(8,))
-COUNTS = [5, 7, 4]
-
-
-def _rotation(seed: int) -> np.ndarray:
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
 
 
 @pytest.fixture(scope="module")
@@ -41,28 +36,21 @@ def model() -> VectorGCModel:
 
 @pytest.fixture(scope="module")
 def inputs() -> dict[str, np.ndarray]:
-    batch = random_batch(COUNTS, seed=1)
-    x = batch_to_inputs(batch)
-    x[COORDINATES_KEY] = np.random.default_rng(2).normal(0, 1.5, (batch.n_atoms, 3)).astype(np.float32)
-    return x
-
-
-def _predict(model: VectorGCModel, x: dict[str, np.ndarray]) -> np.ndarray:
-    return np.asarray(model(x, training=False), np.float64)
+    return molecules_with_coordinates()
 
 
 def test_the_model_has_the_tensor_head(model, inputs):
     assert isinstance(model.head, EquivariantTensorHead) and model.metadata["head"] == TENSOR_HEAD
-    assert _predict(model, inputs).shape == (len(COUNTS), 6)
+    assert predict(model, inputs).shape == (len(COUNTS), 6)
 
 
 def test_rotation_and_translation_give_r_t_rt(model, inputs):
-    y = _predict(model, inputs)
+    y = predict(model, inputs)
     assert np.abs(y[:, 3:]).max() > 0.1 and np.abs(anisotropy(y)).max() > 0.1  # a non-trivial traceless part
-    rot = _rotation(7)
+    rot = rotation(7)
     moved = dict(inputs)
     moved[COORDINATES_KEY] = (inputs[COORDINATES_KEY] @ rot.T + np.array([3.0, -5.0, 11.0])).astype(np.float32)
-    y2 = _predict(model, moved)
+    y2 = predict(model, moved)
     expected = tensor_components(rot @ tensor_matrices(y) @ rot.T)
     np.testing.assert_allclose(y2, expected, atol=1e-5 * max(1.0, float(np.abs(y).max())))
     np.testing.assert_allclose(isotropic(y2), isotropic(y), rtol=1e-5, atol=1e-5)
@@ -70,15 +58,7 @@ def test_rotation_and_translation_give_r_t_rt(model, inputs):
 
 
 def test_permuting_atoms_changes_nothing(model, inputs):
-    rng = np.random.default_rng(5)
-    offsets = np.concatenate([[0], np.cumsum(COUNTS)])
-    perm = np.concatenate([offsets[m] + rng.permutation(n) for m, n in enumerate(COUNTS)])  # new -> old
-    old_to_new = np.argsort(perm)
-    permuted = dict(inputs)
-    for key in ("atom_features", COORDINATES_KEY, "atom_molecule"):
-        permuted[key] = inputs[key][perm]
-    permuted["pair_atoms"] = old_to_new[inputs["pair_atoms"]].astype(np.int32)
-    np.testing.assert_allclose(_predict(model, permuted), _predict(model, inputs), atol=1e-5)
+    np.testing.assert_allclose(predict(model, permuted_atoms(inputs)), predict(model, inputs), atol=1e-5)
 
 
 def test_the_tensor_is_the_formula_by_hand(model, inputs):
@@ -91,7 +71,7 @@ def test_the_tensor_is_the_formula_by_hand(model, inputs):
     r = inputs[COORDINATES_KEY].astype(np.float64)
     z = inputs["atom_features"][:, :len(ATOMIC_NUMBERS)].astype(np.float64) @ np.asarray(ATOMIC_NUMBERS, np.float64)
     owner = inputs["atom_molecule"]
-    y = _predict(model, inputs)
+    y = predict(model, inputs)
     for m in range(len(COUNTS)):
         at = owner == m
         d = r[at] - (z[at] @ r[at]) / z[at].sum()
@@ -110,7 +90,7 @@ def test_model_file_round_trip(model, inputs, tmp_path):
     save_model(model, path, half=False)
     loaded = load_model(path)
     assert isinstance(loaded, VectorGCModel) and isinstance(loaded.head, EquivariantTensorHead)
-    np.testing.assert_allclose(_predict(loaded, inputs), _predict(model, inputs), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(predict(loaded, inputs), predict(model, inputs), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(loaded.head.scaling.scale), [1.5, 0.7], rtol=1e-6)
     _, metadata, _, arrays = read_model_file(path)
     assert metadata["head"] == TENSOR_HEAD and "n_vectors" not in metadata
