@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     _register_explain_stage(app)
     _register_compare_explanations(app)
     _register_explain_beta_vector(app)
+    _register_compare_folds(app)
 
 
 def _register_explain(app: typer.Typer) -> None:
@@ -70,18 +71,25 @@ def _register_explain_stage(app: typer.Typer) -> None:
         target: str = typer.Option(..., "--target", help="a trained target (alpha, zpve, frequencies, omega1, beta) | crippen (the ground-truth experiment)"),
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file."),
         models_dir: Path = typer.Option(paths.MODELS, "--models-dir", help="Folder of <target>/fold<k>.npz."),
+        fold: int | None = typer.Option(None, "--fold", help="Explain this fold's model (default: explain.fold)."),
+        plots_dir: Path = typer.Option(Path("plots/explain"), "--plots-dir", help="Writes <plots-dir>/<target>/."),
+        metrics_dir: Path = typer.Option(paths.METRICS, "--metrics-dir", help="Writes explain_<target>.json here."),
     ) -> None:
         """DVC stage: relevance summaries, hypothesis test, faithfulness and pictures for one target
         (``--target crippen``: train on Crippen logP and score atom relevance by Kendall's tau)."""
+        import dataclasses
+
         from qmlrp.relevance.explain import ExplainConfig, run_explain, run_ground_truth_stage
 
         config = ExplainConfig.load(params)
+        if fold is not None:
+            config = dataclasses.replace(config, fold=int(fold))
         if target == "crippen":
-            s = run_ground_truth_stage(config, params)
+            s = run_ground_truth_stage(config, params, plots_dir=plots_dir, metrics_dir=metrics_dir)
             taus = ", ".join(f"{k} {v['tau_mean']:.3f}" for k, v in s["kendall_tau"].items())
             typer.echo(f"explain crippen: test MAE {s['test_mae']:.3g}; Kendall tau {taus}")
             return
-        m = run_explain(target, config, models_dir=models_dir)
+        m = run_explain(target, config, models_dir=models_dir, plots_dir=plots_dir, metrics_dir=metrics_dir)
         views = m["views"] if "views" in m else {"": m}
         for view, v in views.items():
             label = f"{target} {view}".strip()
@@ -108,6 +116,25 @@ def _register_compare_explanations(app: typer.Typer) -> None:
             typer.echo(f"{name}: Spearman rho {r['spearman']['with_similar']['value']:.2f} vs "
                        f"{r['spearman']['with_control']['value']:.2f}, delta {d['value']:+.2f} "
                        f"[{d['p2_5']:+.2f}, {d['p97_5']:+.2f}]")
+
+
+def _register_compare_folds(app: typer.Typer) -> None:
+    @app.command("compare-folds")
+    def compare_folds_command(
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (section compare_folds)."),
+    ) -> None:
+        """The seed's hypotheses over retrained models: profile similarity per fold (metrics/explain/fold<k>/)."""
+        from qmlrp.params import stage_params
+        from qmlrp.relevance.fold_compare import FoldCompareConfig, run_compare_folds
+
+        m = run_compare_folds(FoldCompareConfig.from_params(stage_params("compare_folds", params)))
+        for name, r in m["comparisons"].items():
+            d = r["spearman"]["delta"]
+            typer.echo(f"{name}: delta Spearman rho {d['mean']:+.2f} over {len(r['folds'])} folds "
+                       f"(min {d['min']:+.2f}, max {d['max']:+.2f}; > 0 in {r['spearman']['share_of_folds_delta_above_0']:.0%})")
+        for target, h in m["geometric_vs_electronic"].items():
+            typer.echo(f"{target}: predicted {h['predicted_higher']} types higher; holds in {h['holds_in_folds']} "
+                       f"of {len(h['folds'])} folds")
 
 
 def _register_explain_beta_vector(app: typer.Typer) -> None:

@@ -76,6 +76,7 @@ class ExplainConfig:
     faithfulness: dict[str, Any] = field(default_factory=lambda: {"molecules": 200, "atom_steps": 8,
                                                                    "type_steps": 6, "random_repeats": 3})
     ground_truth: dict[str, Any] = field(default_factory=dict)
+    per_molecule: bool = True  # write molecules.csv and shares.parquet (false: the summaries only)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ExplainConfig:
@@ -404,16 +405,19 @@ def _summarise(subject: _Subject, rules: dict[str, Composite], run: _Pass, label
     return _Summary(pd.concat(rows, ignore_index=True), per_molecule, per_molecule_shares, rule_metrics)
 
 
-def _write_summary(summary: _Summary, rules: dict[str, Composite], out: Path, label: str) -> None:
-    """``types.csv``, ``molecules.csv``, ``shares.parquet``, and per rule and subset a bar chart and a ``dvc/`` table."""
+def _write_summary(summary: _Summary, rules: dict[str, Composite], out: Path, label: str,
+                   per_molecule: bool = True) -> None:
+    """``types.csv``, per rule and subset a bar chart and a ``dvc/`` table, and (``per_molecule``)
+    ``molecules.csv`` and ``shares.parquet``."""
     from qmlrp.relevance.plots import type_bars
 
     types = summary.types
     write_csv(types, out / "types.csv")
-    write_csv(pd.concat(summary.per_molecule, ignore_index=True), out / "molecules.csv")
-    # per-molecule type shares (float32): the input of the cross-target comparison (compare stage)
-    write_parquet(pa.Table.from_pandas(pd.concat(summary.per_molecule_shares, ignore_index=True), preserve_index=False),
-                  out / "shares.parquet")
+    if per_molecule:
+        write_csv(pd.concat(summary.per_molecule, ignore_index=True), out / "molecules.csv")
+        # per-molecule type shares (float32): the input of the cross-target comparison (compare stage)
+        write_parquet(pa.Table.from_pandas(pd.concat(summary.per_molecule_shares, ignore_index=True),
+                                           preserve_index=False), out / "shares.parquet")
     for name in rules:
         for subset, suffix in (("all", ""), ("no_outliers", "_no_outliers")):
             t = types[(types["rule"] == name) & (types["subset"] == subset)]
@@ -476,7 +480,7 @@ def _explain_view(subject: _Subject, config: ExplainConfig, selection: Any, out:
 
     run = _relevance_pass(subject, config, rules, select, width, label)  # relevance over all molecules, per chunk
     summary = _summarise(subject, rules, run, label)
-    _write_summary(summary, rules, out, label)
+    _write_summary(summary, rules, out, label, config.per_molecule)
     faith = _faithfulness(subject, config, rules, select, test, out, label)  # on held-out molecules
     drawn = _draw_view(subject, config, rules, select, test, run.y_true, out, label)
 

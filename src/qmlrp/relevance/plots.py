@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,6 +19,9 @@ from rdkit import Chem  # noqa: E402
 from rdkit.Chem import rdDepictor  # noqa: E402
 
 from qmlrp.relevance.summary import FEATURE_TYPES  # noqa: E402
+
+if TYPE_CHECKING:
+    from qmlrp.relevance.compare import Comparison
 
 
 def _atomic_write_figure(fig: plt.Figure, path: Path) -> None:
@@ -69,6 +73,33 @@ def perturbation_curves(curves: Mapping[str, np.ndarray], title: str, path: str 
         ax.set_ylabel("mean output drop f(x) - f(x_k)")
         ax.set_title(f"{title}: {unit}", fontsize=9)
         ax.legend(fontsize=7)
+    _atomic_write_figure(fig, Path(path))
+
+
+def fold_profile_figure(profiles: Mapping[str, Mapping[int, np.ndarray]], comparison: Comparison,
+                        deltas: Mapping[int, float], rule: str, path: str | Path) -> None:
+    """Left: the subject's, similar's and control's mean share per feature type over the folds (error bars:
+    sd over the retrained models); right: delta of Spearman's rho per fold (> 0 supports the hypothesis)."""
+    keys = (comparison.subject, comparison.similar, comparison.control)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [3, 1]})
+    x = np.arange(len(FEATURE_TYPES))
+    for j, k in enumerate(keys):
+        stack = np.stack(list(profiles[k].values()))
+        sd = stack.std(0, ddof=1) if len(stack) > 1 else None
+        left.bar(x + (j - 1) * 0.27, stack.mean(0), 0.27, yerr=sd, capsize=2, label=f"{k} ({len(stack)} folds)")
+    left.set_xticks(x, FEATURE_TYPES, rotation=35, ha="right")
+    left.set_ylabel("mean share of |relevance| per molecule (dimensionless)")
+    left.set_title(f"{comparison.subject}: closer to {comparison.similar} than to {comparison.control}? (LRP {rule}; "
+                   f"error bars: sd over retrained models)", fontsize=9)
+    left.legend(fontsize=8)
+    folds = sorted(deltas)
+    values = np.array([deltas[f] for f in folds])
+    right.plot(folds, values, "o")
+    right.axhline(0.0, color="grey", lw=0.8)
+    right.set_xlabel("fold (retrained model)")
+    right.set_ylabel("delta Spearman rho (with similar - with control)")
+    right.set_title(f"delta {values.mean():+.2f}, mean over {len(folds)} folds\n"
+                    f"(min {values.min():+.2f}, max {values.max():+.2f}; > 0 supports)", fontsize=9)
     _atomic_write_figure(fig, Path(path))
 
 
