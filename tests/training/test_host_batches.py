@@ -64,3 +64,4 @@ def test_pair_table_equals_store_batch(store: FeatureStore) -> None:
     np.testing.assert_array_equal(features, batch.pair_features)
     np.testing.assert_array_equal(pair_atoms, batch.pair_atoms)
     assert table.nbytes < 8 * features.shape[0] + 10_000
+    assert PairTable.of(store) is PairTable.of(store)  # one table per store object

@@ -5,11 +5,15 @@ is then a few gathers of flat arrays instead of building adjacency powers every 
 are those of :meth:`FeatureStore.batch` bit for bit: the 12 binary pair columns are packed into
 one uint16 per pair, the distance kept as the float32 it was computed as.
 
-Memory: 6 bytes per pair (~0.13 GB for QM9's ~21M pairs) and a table of local pair indices
-for each molecule size up to the largest (a few kB).
+Memory: 6 bytes per pair (~1 kB per molecule, ~0.13 GB for QM9's ~21M pairs) and a table of
+local pair indices for each molecule size up to the largest (a few kB). Building costs one pass of
+``expand_pairs`` over the store (~40 CPU-us per molecule); :meth:`PairTable.of` keeps one table per
+store object, so repeated ``fit`` calls on one store build it once.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 
@@ -21,6 +25,8 @@ N_FLAGS = N_PAIR_FEATURES - 1
 """The binary pair columns (bond type, graph distances, same ring); the last is the distance."""
 
 _SHIFTS = np.arange(N_FLAGS, dtype=np.uint16)
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -54,6 +60,14 @@ class PairTable:
         local = [upper_pairs(m) for m in range(size)]
         self.local_offsets = np.concatenate([[0], np.cumsum([li.size for li, _ in local])]).astype(np.int64)
         self.local = np.concatenate([np.stack(p, axis=1) for p in local]).astype(np.int32).reshape(-1, 2)
+
+    @classmethod
+    def of(cls, store: FeatureStore) -> PairTable:
+        """The table of ``store``, built on first use and kept while the store lives."""
+        table = _TABLES.get(store)
+        if table is None:
+            table = _TABLES[store] = cls(store)
+        return table
 
     @property
     def nbytes(self) -> int:

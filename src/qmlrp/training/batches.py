@@ -89,6 +89,11 @@ def pad_to(inputs: dict[str, np.ndarray], y: np.ndarray, slots: int, n_atoms: in
 class HostBatches:
     """Ragged store batches of K models padded to one bucketed shape per step (CPU path).
 
+    Pairs come from the store's :class:`PairTable` (built once, ~1 kB per molecule); a step is a
+    few gathers into freshly zeroed (K, ...) arrays, no per-molecule Python loop. The buffers are
+    not reused between steps: the step runs asynchronously, and JAX's CPU client may read a host
+    array in place rather than copy it.
+
     Args:
         store: the featurized molecules.
         targets: K arrays of (len(store), T) target values, one per model (target units; NaN
@@ -108,7 +113,7 @@ class HostBatches:
         self.batch_size = int(batch_size)
         self.atom_bucket = int(atom_bucket)
         self.pair_bucket = int(pair_bucket)
-        self.pairs = PairTable(store)
+        self.pairs = PairTable.of(store)
 
     def inputs(self, chunks: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         n_atoms = [self.store.n_atoms[c] for c in chunks]
