@@ -61,6 +61,7 @@ class Bench:
         from qmlrp.training.config import TrainConfig
         from qmlrp.targets import get_target
         from qmlrp.training.engine import ModelRun, _build, _compile_steps, _stack
+        from qmlrp.training.kind_training import training_of
 
         self.config = TrainConfig.from_params({"batch_size": batch, "model": {"head_units": [head]}})
         self.k, self.batch = k_models, batch
@@ -79,7 +80,8 @@ class Bench:
         self.v = [jnp.zeros_like(a) for a in self.tv]
         self.t = jnp.zeros(k_models, jnp.int32)
         self.lr = jnp.full(k_models, 1e-3, jnp.float32)
-        self.step, self.predict = _compile_steps(self.models[0], self.config, self.source, k_models)
+        self.step, self.predict = _compile_steps(self.models[0], self.config, self.source, k_models,
+                                                 training_of(target).loss)
         self.rng = np.random.default_rng(0)
         self.shapes: set = set()
 

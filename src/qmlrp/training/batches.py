@@ -6,8 +6,9 @@ slots; the last slot is the padding sink; T the models' common head width, 1 for
 Labels keep their NaN padding (vector targets); the engine masks and replaces it before the
 compiled step:
 
-* :class:`HostBatches` -- ragged batches from the :class:`FeatureStore` (pairs expanded on the
-  fly on the host), padded to the largest bucketed atom and pair count of the K batches. Only
+* :class:`HostBatches` -- ragged batches from the :class:`FeatureStore` (pairs expanded once per
+  run into a :class:`PairTable`, then gathered per step straight into the padded (K, ...) arrays),
+  padded to the largest bucketed atom and pair count of the K batches. Only
   real atoms and pairs are computed (~2.4x fewer pairs than a 29-atom layout): the CPU path.
 * :class:`DeviceBatches` -- the whole store as dense per-molecule arrays (29 atoms, 406 pairs)
   resident on the accelerator; a step sends only (K, batch_size) molecule indices and the input
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from qmlrp.features.layout import N_ATOM_FEATURES, N_PAIR_FEATURES
+from qmlrp.features.pair_table import PairTable, ranges
 from qmlrp.features.store import FeatureStore
 from qmlrp.models.inputs import (
     ATOM_FEATURES_KEY,
@@ -36,7 +38,6 @@ from qmlrp.models.inputs import (
     MOLECULE_ATOMS_KEY,
     PAIR_ATOMS_KEY,
     PAIR_FEATURES_KEY,
-    batch_to_inputs,
 )
 
 MAX_ATOMS = 29
@@ -88,6 +89,11 @@ def pad_to(inputs: dict[str, np.ndarray], y: np.ndarray, slots: int, n_atoms: in
 class HostBatches:
     """Ragged store batches of K models padded to one bucketed shape per step (CPU path).
 
+    Pairs come from the store's :class:`PairTable` (built once, ~1 kB per molecule); a step is a
+    few gathers into freshly zeroed (K, ...) arrays, no per-molecule Python loop. The buffers are
+    not reused between steps: the step runs asynchronously, and JAX's CPU client may read a host
+    array in place rather than copy it.
+
     Args:
         store: the featurized molecules.
         targets: K arrays of (len(store), T) target values, one per model (target units; NaN
@@ -107,32 +113,44 @@ class HostBatches:
         self.batch_size = int(batch_size)
         self.atom_bucket = int(atom_bucket)
         self.pair_bucket = int(pair_bucket)
+        self.pairs = PairTable.of(store)
 
     def inputs(self, chunks: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        ragged = []
-        for k, chunk in enumerate(chunks):
-            if chunk.size == 0:
-                ragged.append(None)
-                continue
-            inputs = batch_to_inputs(self.store.batch(chunk))
-            if self.coordinates:
-                inputs[COORDINATES_KEY] = self.store.atom_coordinates(chunk)
-            ragged.append((inputs, self.targets[k][chunk]))
-        atoms = max([int(self.store.n_atoms[c].sum()) for c in chunks] + [0]) + 1
-        pairs = max([int((self.store.n_atoms[c] * (self.store.n_atoms[c] - 1) // 2).sum()) for c in chunks] + [1])
-        atoms, pairs = _round_up(atoms, self.atom_bucket), _round_up(pairs, self.pair_bucket)
-        slots = self.batch_size + 1
-        padded = []
-        for item in ragged:
-            if item is None:  # this model sits the step out: an all-padding batch of weight 0
-                empty = batch_to_inputs(self.store.batch(np.zeros(0, np.int64)))
-                if self.coordinates:
-                    empty[COORDINATES_KEY] = np.zeros((0, 3), np.float32)
-                padded.append(pad_to(empty, np.zeros((0, self.targets[0].shape[1])), slots, atoms, pairs))
-            else:
-                padded.append(pad_to(item[0], item[1], slots, atoms, pairs))
-        stacked = {key: np.stack([p[0][key] for p in padded]) for key in padded[0][0]}
-        return stacked, np.stack([p[1] for p in padded]), np.stack([p[2] for p in padded])
+        n_atoms = [self.store.n_atoms[c] for c in chunks]
+        atoms = _round_up(max([int(n.sum()) for n in n_atoms] + [0]) + 1, self.atom_bucket)
+        pairs = _round_up(max([int((n * (n - 1) // 2).sum()) for n in n_atoms] + [1]), self.pair_bucket)
+        k, slots = len(chunks), self.batch_size + 1
+        out = {
+            ATOM_FEATURES_KEY: np.zeros((k, atoms, N_ATOM_FEATURES), np.float32),
+            PAIR_FEATURES_KEY: np.zeros((k, pairs, N_PAIR_FEATURES), np.float32),
+            PAIR_ATOMS_KEY: np.full((k, pairs, 2), atoms - 1, np.int32),
+            ATOM_MOLECULE_KEY: np.full((k, atoms), slots - 1, np.int32),
+            MOLECULE_ATOMS_KEY: np.zeros((k, slots), np.int32),
+            ATOM_MASK_KEY: np.zeros((k, atoms), np.float32),
+        }
+        if self.coordinates:  # padding atoms sit at the origin, in the sink molecule
+            out[COORDINATES_KEY] = np.zeros((k, atoms, 3), np.float32)
+        y = np.zeros((k, slots, self.targets[0].shape[1]), np.float32)
+        weight = np.zeros((k, slots), np.float32)
+        for m, chunk in enumerate(chunks):
+            self._fill(m, chunk, n_atoms[m], out, y, weight)
+        return out, y, weight
+
+    def _fill(self, m: int, chunk: np.ndarray, n_atoms: np.ndarray, out: dict[str, np.ndarray], y: np.ndarray,
+              weight: np.ndarray) -> None:
+        """Model ``m``'s molecules into row ``m`` of the zero-padded outputs (as :func:`pad_to` pads)."""
+        n_mol, real = chunk.size, int(n_atoms.sum())
+        rows = ranges(self.store.atom_offsets[chunk], n_atoms)
+        out[ATOM_FEATURES_KEY][m, :real] = self.store.atom_features[rows]
+        self.pairs.fill(chunk, n_atoms, out[PAIR_FEATURES_KEY][m], out[PAIR_ATOMS_KEY][m])
+        out[ATOM_MOLECULE_KEY][m, :real] = np.repeat(np.arange(n_mol, dtype=np.int32), n_atoms)
+        out[MOLECULE_ATOMS_KEY][m, :n_mol] = n_atoms
+        out[MOLECULE_ATOMS_KEY][m, -1] = out[ATOM_MASK_KEY].shape[1] - real
+        out[ATOM_MASK_KEY][m, :real] = 1.0
+        if self.coordinates:
+            out[COORDINATES_KEY][m, :real] = self.store.coordinates[rows]
+        y[m, :n_mol] = self.targets[m][chunk]
+        weight[m, :n_mol] = 1.0
 
 
 def _as_matrix(values: np.ndarray) -> np.ndarray:
