@@ -110,7 +110,7 @@ def test_load_targets_sorts_pads_and_takes_omega1(tmp_path):
     np.testing.assert_array_equal(load_labels(store, table, get_target("omega1")), [3756.0, 3440.0])
 
 
-def test_load_targets_drops_doubled_records_and_refuses_bad_counts(tmp_path, capsys):
+def test_load_targets_drops_doubled_and_miscounted_records_and_refuses_too_many(tmp_path, capsys):
     from qmlrp.targets.labels import load_labels
 
     doubled = (WATER[0], WATER[1], WATER[2] + [1600.0, 3650.0, 3750.0])
@@ -119,9 +119,16 @@ def test_load_targets_drops_doubled_records_and_refuses_bad_counts(tmp_path, cap
     assert np.isfinite(y[0, :3]).all() and np.isnan(y[1]).all()
     assert "1 molecule(s) list two sets of harmonic frequencies" in capsys.readouterr().err
     assert np.isnan(load_labels(store, table, get_target("omega1"))[1])
-    store, table = label_table(tmp_path, [(9, (WATER[0], WATER[1], [1.0, 2.0]))])
-    with pytest.raises(QmlrpError, match="id 9 lists 2 harmonic frequencies; 3 atoms have 3 modes"):
-        load_labels(store, table, get_target("frequencies"))
+    # a record whose count is neither the modes nor twice them (QM9 lists 3N-6 values for five linear
+    # molecules, e.g. cyanogen, id 25) gets no label and a warning; the good molecules beside it keep theirs
+    store, table = label_table(tmp_path, [(3, WATER), (9, (WATER[0], WATER[1], [1.0, 2.0])),
+                                          (5, (HCN[0], HCN[1], HCN[2][:3]))])
+    y = load_labels(store, table, get_target("frequencies"))
+    np.testing.assert_array_equal(y[0, :3], [3756.0, 3657.0, 1595.0])
+    assert np.isnan(y[1]).all() and np.isnan(y[2]).all()
+    err = capsys.readouterr().err
+    assert "2 molecule(s) list another number of harmonic frequencies" in err
+    assert "9 (2 listed, 3 modes)" in err and "5 (3 listed, 4 modes)" in err
     chain = ([6] * 29, np.arange(87.0) * 1.5, list(np.arange(1.0, 91.0)))  # linear: 82 modes, 90 given
     store, table = label_table(tmp_path, [(11, chain)])
     with pytest.raises(QmlrpError, match="id 11 lists 90 harmonic frequencies, more than the 81"):

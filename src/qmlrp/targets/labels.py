@@ -76,6 +76,7 @@ def _frequency_targets(frame: pd.DataFrame, table: Path, target: Target) -> np.n
     width = max(int(target.n_outputs), 81)
     out = np.full((len(frame), width), np.nan)
     doubled: list[int] = []
+    mismatched: list[str] = []
     for row, (mol_id, freqs, numbers, coords) in enumerate(zip(frame.index, frame[target.column],
                                                                frame["atomic_numbers"], frame["coordinates"])):
         freqs = np.asarray(freqs, np.float64)
@@ -87,15 +88,19 @@ def _frequency_targets(frame: pd.DataFrame, table: Path, target: Target) -> np.n
         if freqs.size > width:
             raise QmlrpError(f"{table}: id {mol_id} lists {freqs.size} harmonic frequencies, more than the "
                              f"{width} the frequencies head holds")
-        if freqs.size != expected:
-            raise QmlrpError(f"{table}: id {mol_id} lists {freqs.size} harmonic frequencies; {n_atoms} atoms "
-                             f"have {expected} modes")
+        if freqs.size != expected:  # e.g. QM9 lists 3N-6 values for five linear molecules (cyanogen, id 25)
+            mismatched.append(f"{mol_id} ({freqs.size} listed, {expected} modes)")
+            continue
         if not np.all(np.isfinite(freqs)):
             raise QmlrpError(f"{table}: id {mol_id}: non-finite harmonic frequency")
         out[row] = frequency_vector(freqs, width)
     if doubled:
         print(f"warning: {table}: {len(doubled)} molecule(s) list two sets of harmonic frequencies "
               f"(2 x (3N-6) values, e.g. id {doubled[0]}); they get no {target.name} label", file=sys.stderr)
+    if mismatched:
+        print(f"warning: {table}: {len(mismatched)} molecule(s) list another number of harmonic frequencies than "
+              f"their atoms have modes (ids {', '.join(mismatched[:10])}); they get no {target.name} label",
+              file=sys.stderr)
     if target.n_outputs == 1:
         return out[:, 0].copy()  # omega_1, the highest frequency (NaN for the doubled records)
     return out[:, : target.n_outputs].copy()
