@@ -19,7 +19,7 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -186,8 +186,8 @@ class FlatBatches:
         return (x if self.targets is None else {"flat": x, "atom_mask": mask}), y, w
 
 
-def fit_flat(model: Any, batches: FlatBatches, train: np.ndarray, scale: np.ndarray, loss: str, epochs: int,
-             learning_rate: float, seed: int, name: str, checkpoint: str | Path | None = None,
+def fit_flat(model: Any, batches: FlatBatches, train: np.ndarray, scale: np.ndarray, loss: Literal["mse", "mae"],
+             epochs: int, learning_rate: float, seed: int, name: str, checkpoint: str | Path | None = None,
              log: bool = False) -> Any:
     """Train ``model`` (built Keras model) on the molecules at ``train`` through the one training loop
     (:func:`qmlrp.training.engine.train_program`): Adam at a constant ``learning_rate``, ``epochs`` epochs,
@@ -202,7 +202,7 @@ def fit_flat(model: Any, batches: FlatBatches, train: np.ndarray, scale: np.ndar
         inputs = batches.inputs([np.asarray(train[:1], np.int64)])[0]
         model(inputs[0] if isinstance(inputs, np.ndarray) else {k: v[0] for k, v in inputs.items()}, training=False)
     scale = np.asarray(scale, np.float64).reshape(1, -1)
-    config = TrainConfig(seed=seed, batch_size=batches.batch_size, epochs=epochs, loss=loss,  # type: ignore[arg-type]
+    config = TrainConfig(seed=seed, batch_size=batches.batch_size, epochs=epochs, loss=loss,
                          learning_rate=learning_rate, schedule="plateau", lr_factor=1.0, lr_patience=epochs + 1,
                          min_learning_rate=learning_rate, early_stopping_patience=epochs + 1, batches="host",
                          checkpoint_minutes=0.0)
@@ -226,8 +226,9 @@ def train_autoencoder(store: Any, train: np.ndarray, p: AutoencoderParams, verbo
     config = AutoencoderConfig(hidden=p.hidden, code=p.code, noise_sd=p.noise_sd)
     model = TiedAutoencoder(config, scaling)
     batches = FlatBatches(store, scaling, p.batch_size)
+    name = f"autoencoder/{p.hidden}-{p.code}/noise{p.noise_sd}"  # in the checkpoint's fingerprint
     result = fit_flat(model, batches, train, np.ones(config.n_inputs), "mse", p.epochs, p.learning_rate,
-                      p.seed, "autoencoder", checkpoint, log=verbose > 0)
+                      p.seed, name, checkpoint, log=verbose > 0)
     return model, [float(row["loss"]) for row in result.history]
 
 
