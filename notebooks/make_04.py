@@ -18,7 +18,11 @@ encoder's kernels transposed. This notebook runs every part of the `autoencoder`
 3. the DAE in front of a trained Weave model: **frozen and fine-tuned** vs the plain model;
 4. **LRP onto the 68 code units**, conservation, and what a unit encodes;
 5. the reconstruction error as an **applicability-domain score**."""),
-    code("""import tempfile
+    code("""from qmlrp.training.backend import use_jax_backend
+
+use_jax_backend()  # before Keras loads: the DAE trains in the engine's loop, which runs Keras on JAX
+
+import tempfile
 from pathlib import Path
 
 import keras

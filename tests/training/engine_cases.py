@@ -204,3 +204,77 @@ def test_engine_refuses_other_backends_by_name() -> None:
     import keras
 
     assert keras.backend.backend() == "jax"
+
+
+# -- the autoencoder (issue 20): the DAE and its fine-tuning train through the same loop ---------------
+def test_autoencoder_overfits_a_tiny_set_through_the_engine(store: FeatureStore,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import qmlrp.training.engine as engine
+    from qmlrp.training.autoencoder import AutoencoderParams, errors_of, train_autoencoder
+
+    programs = []
+    original = engine.train_program
+    monkeypatch.setattr(engine, "train_program", lambda program, *a, **k: programs.append(program) or original(
+        program, *a, **k))
+    tiny = np.arange(8)
+    model, losses = train_autoencoder(store, tiny, AutoencoderParams(noise_sd=0.0, epochs=150, batch_size=8,
+                                                                     learning_rate=3e-3, seed=3))
+    assert len(programs) == 1 and programs[0].models == [model]  # the DAE trained in the engine's loop
+    assert len(losses) == 150 and losses[-1] < 0.02 * losses[0], (losses[0], losses[-1])
+    error = errors_of(model, store, tiny)
+    assert float(np.mean(error)) == pytest.approx(losses[-1], rel=0.2)  # the history is the MSE of the scaled vector
+
+
+def test_autoencoder_resumes_from_its_checkpoint(store: FeatureStore, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted after two of three epochs and resumed: the weights of one uninterrupted run (input noise on:
+    its random state is part of the checkpoint)."""
+    import qmlrp.training.engine as engine
+    from qmlrp.training.autoencoder import AutoencoderParams, train_autoencoder
+
+    p = AutoencoderParams(noise_sd=0.5, epochs=3, batch_size=8, seed=5)
+    train = np.arange(20)
+    reference, ref_losses = train_autoencoder(store, train, p)
+    calls = []
+    original = engine._validate
+
+    def interrupt(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_validate", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_autoencoder(store, train, p, checkpoint=tmp_path / "dae.npz")
+    monkeypatch.setattr(engine, "_validate", original)
+    resumed, losses = train_autoencoder(store, train, p, checkpoint=tmp_path / "dae.npz")
+    assert losses == ref_losses
+    for a, b in zip(resumed.weights, reference.weights):
+        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
+    noisy, _ = train_autoencoder(store, train, replace(p, seed=6))
+    assert not np.array_equal(np.asarray(noisy.encoder1.kernel.value), np.asarray(reference.encoder1.kernel.value))
+
+
+def test_finetuning_through_padded_labels_moves_only_the_autoencoder(store: FeatureStore, tmp_path: Path) -> None:
+    import keras
+
+    from qmlrp.models.autoencoder import AutoencoderConfig, TiedAutoencoder, save_autoencoder
+    from qmlrp.stages.combined import finetune
+    from qmlrp.training.autoencoder import AutoencoderParams, fit_scaling
+    from tests.training.test_autoencoder import tiny_model
+
+    keras.utils.set_random_seed(0)
+    ae = TiedAutoencoder(AutoencoderConfig(), fit_scaling(store, np.arange(len(store))))
+    weave = tiny_model(5, seed=3)
+    before_weave = [np.asarray(v.value).copy() for v in weave.weights]
+    y = np.random.default_rng(1).normal(3.0, 2.0, (len(store), 5))
+    y[np.arange(5)[None, :] >= np.arange(len(store))[:, None] % 4] = np.nan  # 0-3 real outputs (0: unlabelled)
+    save_autoencoder(ae, tmp_path / "dae.npz")
+    tuned = finetune(tmp_path / "dae.npz", weave, store, np.arange(12), y,
+                     AutoencoderParams(finetune_epochs=1, batch_size=4, finetune_learning_rate=0.01))
+    before, after = ae.arrays(), tuned.arrays()
+    assert all(np.all(np.isfinite(v)) for v in after.values())
+    assert any(not np.allclose(before[k], after[k]) for k in before)
+    for a, b in zip(weave.weights, before_weave):
+        np.testing.assert_array_equal(np.asarray(a.value), b)

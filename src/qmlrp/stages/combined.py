@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ import numpy as np
 from qmlrp.errors import QmlrpError
 from qmlrp.figures import saved_figure
 from qmlrp.paths import BETA_DATA
-from qmlrp.training.autoencoder import AutoencoderParams, _num, fold_positions, make_dataset
+from qmlrp.training.autoencoder import AutoencoderParams, FlatBatches, _num, fit_flat, flat_batches, fold_positions
 from qmlrp.targets.spectra import masked_mae
 
 MODES = "modes"
@@ -120,13 +120,13 @@ def combined_predict(autoencoder: Any, weave: Any, store: Any, positions: np.nda
     the plain model on the same padded code path) for the molecules at ``positions``."""
     import keras
 
-    from qmlrp.models.autoencoder import CombinedModel
+    from qmlrp.models.autoencoder import CombinedModel, atom_mask
 
     model = CombinedModel(autoencoder, weave, use_autoencoder=use_autoencoder)
-    data = make_dataset(store, positions, autoencoder.scaling, batch_size, 0,
-                        targets=np.zeros(len(store)), shuffle=False)
-    parts = [np.asarray(keras.ops.convert_to_numpy(model(data[k][0], training=False)), np.float64)
-             for k in range(len(data))]
+    parts = []
+    for _, flat, n in flat_batches(store, np.asarray(positions), batch_size):
+        inputs = {"flat": autoencoder.scaling.transform(flat, n), "atom_mask": atom_mask(n)}
+        parts.append(np.asarray(keras.ops.convert_to_numpy(model(inputs, training=False)), np.float64))
     return np.concatenate(parts).reshape(len(positions), -1)
 
 
@@ -139,24 +139,6 @@ def combined_mae(autoencoder: Any, weave: Any, store: Any, positions: np.ndarray
     truth = np.asarray(y, np.float64)[positions]
     pred = pred.reshape(truth.shape)
     return masked_mae(pred, truth), pred
-
-
-def masked_standardised_mae(std: np.ndarray) -> Callable[[Any, Any], Any]:
-    """Keras loss ``(y_true (B, T), y_pred (B, T)) -> mean over finite labels of |y_pred - y_true| /
-    std_k`` (``std`` (T,) target units; NaN labels count nothing, not even in the gradient)."""
-    from keras import ops
-
-    scale = np.asarray(std, np.float32).reshape(-1)
-    if not np.all(scale > 0):
-        raise QmlrpError("fine-tuning: the target's standard deviation must be positive")
-
-    def loss(y_true: Any, y_pred: Any) -> Any:
-        real = ops.isfinite(y_true)
-        err = ops.abs(y_pred - ops.where(real, y_true, 0.0)) / ops.convert_to_tensor(scale)
-        total = ops.sum(ops.where(real, err, 0.0))
-        return total / ops.maximum(ops.sum(ops.cast(real, "float32")), 1.0)
-
-    return loss
 
 
 def weave_std(weave: Any, y: np.ndarray, train: np.ndarray) -> np.ndarray:
@@ -172,9 +154,10 @@ def weave_std(weave: Any, y: np.ndarray, train: np.ndarray) -> np.ndarray:
 
 def finetune(autoencoder_path: Path, weave: Any, store: Any, train: np.ndarray, y: np.ndarray,
              p: AutoencoderParams) -> Any:
-    """A fresh copy of the DAE fine-tuned through the supervised loss
-    (:func:`masked_standardised_mae`) with the Weave model frozen; returns the tuned autoencoder.
-    ``y`` (len(store),) or (len(store), T), NaN = no label (masked)."""
+    """A fresh copy of the DAE fine-tuned through the supervised loss with the Weave model frozen, in the one
+    training loop (:func:`~qmlrp.training.autoencoder.fit_flat`); returns the tuned autoencoder. The loss: the
+    mean over real labels of ``|prediction - label| / std_k`` (:func:`weave_std`), the masked MAE of the
+    standardised target. ``y`` (len(store),) or (len(store), T), NaN = no label (masked)."""
     import keras
 
     from qmlrp.models.autoencoder import CombinedModel, load_autoencoder
@@ -182,11 +165,11 @@ def finetune(autoencoder_path: Path, weave: Any, store: Any, train: np.ndarray, 
     keras.utils.set_random_seed(p.seed)
     ae = load_autoencoder(autoencoder_path)
     weave.trainable = False
-    model = CombinedModel(ae, weave)
-    model.compile(optimizer=keras.optimizers.Adam(p.finetune_learning_rate),
-                  loss=masked_standardised_mae(weave_std(weave, y, train)))
-    model.fit(make_dataset(store, train, ae.scaling, p.batch_size, p.seed, targets=y), epochs=p.finetune_epochs,
-              verbose=0)
+    std = weave_std(weave, y, train)
+    if not np.all(std > 0):
+        raise QmlrpError("fine-tuning: the target's standard deviation must be positive")
+    fit_flat(CombinedModel(ae, weave), FlatBatches(store, ae.scaling, p.batch_size, targets=y), train, std, "mae",
+             p.finetune_epochs, p.finetune_learning_rate, p.seed, "finetune")
     return ae
 
 

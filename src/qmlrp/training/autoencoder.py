@@ -19,7 +19,7 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -148,53 +148,88 @@ def fit_scaling(store: Any, positions: np.ndarray) -> Any:
     return ColumnScaling.from_moments(*total)
 
 
-def make_dataset(store: Any, positions: np.ndarray, scaling: Any, batch_size: int, seed: int,
-                 targets: np.ndarray | None = None, shuffle: bool = True) -> Any:
-    """A ``keras.utils.PyDataset`` of scaled flat vectors built per batch from the store:
-    ``(x, x)`` for the DAE, or ``({"flat", "atom_mask"}, y (b, T))`` when ``targets`` (len(store),) or
-    (len(store), T) is given (NaN labels passed through; the combined loss masks them)."""
-    import keras
+class FlatBatches:
+    """The engine's batch source (:class:`~qmlrp.training.engine.Program`) of scaled flat vectors, built
+    per step from the store: ``inputs(chunks) -> (inputs, y (K, S, T), w (K, S))`` for K chunks of store
+    positions, S = ``batch_size`` slots (padding rows: zeros, weight 0).
 
-    from qmlrp.features.dense import flatten
-    from qmlrp.models.autoencoder import atom_mask
+    Without ``targets`` the inputs are ``x`` (K, S, D) scaled and ``y = x`` (the DAE reconstructs its clean
+    input; the model adds the noise); with ``targets`` (len(store),) or (len(store), T) (target units, NaN =
+    no label, masked by the engine) the inputs are ``{"flat" (K, S, D), "atom_mask" (K, S, N)}``.
+    """
 
-    class FlatData(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(positions) if shuffle else np.asarray(positions)
+    def __init__(self, store: Any, scaling: Any, batch_size: int, targets: np.ndarray | None = None) -> None:
+        self.store = store  # host batches: the compiled step takes the inputs as they are
+        self.scaling = scaling
+        self.batch_size = int(batch_size)
+        self.targets = None if targets is None else np.asarray(targets, np.float32).reshape(len(targets), -1)
 
-        def __len__(self) -> int:
-            return int(np.ceil(len(positions) / batch_size))
+    def inputs(self, chunks: Sequence[np.ndarray]) -> tuple[Any, np.ndarray, np.ndarray]:
+        from qmlrp.features.dense import flatten
+        from qmlrp.features.layout import flat_length
+        from qmlrp.models.autoencoder import atom_mask
 
-        def __getitem__(self, k: int) -> Any:
-            p = self.order[k * batch_size : (k + 1) * batch_size]
-            n = store.n_atoms[p]
-            x = scaling.transform(flatten(store.batch(p)), n)
-            if targets is None:
-                return x, x
-            return {"flat": x, "atom_mask": atom_mask(n)}, targets[p].astype(np.float32).reshape(len(p), -1)
+        slots, atoms = self.batch_size, self.scaling.max_atoms
+        x = np.zeros((len(chunks), slots, flat_length(atoms)), np.float32)
+        mask = np.zeros((len(chunks), slots, atoms), np.float32)
+        width = x.shape[2] if self.targets is None else self.targets.shape[1]
+        y = np.zeros((len(chunks), slots, width), np.float32)
+        w = np.zeros((len(chunks), slots), np.float32)
+        for k, chunk in enumerate(chunks):
+            if chunk.size == 0:
+                continue
+            n = self.store.n_atoms[chunk]
+            x[k, :chunk.size] = self.scaling.transform(flatten(self.store.batch(chunk)), n)
+            mask[k, :chunk.size] = atom_mask(n, atoms)
+            y[k, :chunk.size] = x[k, :chunk.size] if self.targets is None else self.targets[chunk]
+            w[k, :chunk.size] = 1.0
+        return (x if self.targets is None else {"flat": x, "atom_mask": mask}), y, w
 
-        def on_epoch_end(self) -> None:
-            if shuffle:
-                self.order = self.rng.permutation(positions)
 
-    return FlatData()
+def fit_flat(model: Any, batches: FlatBatches, train: np.ndarray, scale: np.ndarray, loss: Literal["mse", "mae"],
+             epochs: int, learning_rate: float, seed: int, name: str, checkpoint: str | Path | None = None,
+             log: bool = False) -> Any:
+    """Train ``model`` (built Keras model) on the molecules at ``train`` through the one training loop
+    (:func:`qmlrp.training.engine.train_program`): Adam at a constant ``learning_rate``, ``epochs`` epochs,
+    batches in the engine's order (seed ``seed``), the masked ``loss`` (``mse``/``mae``) of
+    ``(pred - y) / scale`` (``scale`` (T,)), no validation (the last weights kept, in ``model``).
+    Returns the engine's :class:`~qmlrp.training.engine.FitResult` (history: ``loss`` per epoch, the batch mean)."""
+    from qmlrp.training.config import TrainConfig
+    from qmlrp.training.engine import ModelRun, Program, train_program
+    from qmlrp.training.kind_training import STANDARD
+
+    if not model.built:  # stateless_call needs the variables: one inference call on a molecule creates them
+        inputs = batches.inputs([np.asarray(train[:1], np.int64)])[0]
+        model(inputs[0] if isinstance(inputs, np.ndarray) else {k: v[0] for k, v in inputs.items()}, training=False)
+    scale = np.asarray(scale, np.float64).reshape(1, -1)
+    config = TrainConfig(seed=seed, batch_size=batches.batch_size, epochs=epochs, loss=loss,
+                         learning_rate=learning_rate, schedule="plateau", lr_factor=1.0, lr_patience=epochs + 1,
+                         min_learning_rate=learning_rate, early_stopping_patience=epochs + 1, batches="host",
+                         checkpoint_minutes=0.0)
+    run = ModelRun(name, None, np.zeros(0), np.asarray(train, np.int64), np.zeros(0, np.int64), seed)
+    program = Program([run], [model], batches, STANDARD.loss, [np.zeros(scale.shape[1])], scale)
+    return train_program(program, config, checkpoint, log=log)[0]
 
 
 # -- the DAE -------------------------------------------------------------------------------------
-def train_autoencoder(store: Any, train: np.ndarray, p: AutoencoderParams, verbose: int = 0) -> tuple[Any, list[float]]:
-    """Fit the column scaling and the DAE on the molecules at ``train``: ``(model, loss per epoch)``."""
+def train_autoencoder(store: Any, train: np.ndarray, p: AutoencoderParams, verbose: int = 0,
+                      checkpoint: str | Path | None = None) -> tuple[Any, list[float]]:
+    """Fit the column scaling and the DAE on the molecules at ``train`` through the engine (:func:`fit_flat`:
+    Adam, the MSE of the scaled clean vector reconstructed from its noisy copy): ``(model, loss per epoch)``.
+    ``checkpoint``: the engine's resumable ``.npz``."""
     import keras
 
     from qmlrp.models.autoencoder import AutoencoderConfig, TiedAutoencoder
 
     keras.utils.set_random_seed(p.seed)
     scaling = fit_scaling(store, train)
-    model = TiedAutoencoder(AutoencoderConfig(hidden=p.hidden, code=p.code, noise_sd=p.noise_sd), scaling)
-    model.compile(optimizer=keras.optimizers.Adam(p.learning_rate), loss="mse")
-    history = model.fit(make_dataset(store, train, scaling, p.batch_size, p.seed), epochs=p.epochs, verbose=verbose)
-    return model, [float(v) for v in history.history["loss"]]
+    config = AutoencoderConfig(hidden=p.hidden, code=p.code, noise_sd=p.noise_sd)
+    model = TiedAutoencoder(config, scaling)
+    batches = FlatBatches(store, scaling, p.batch_size)
+    name = f"autoencoder/{p.hidden}-{p.code}/noise{p.noise_sd}"  # in the checkpoint's fingerprint
+    result = fit_flat(model, batches, train, np.ones(config.n_inputs), "mse", p.epochs, p.learning_rate,
+                      p.seed, name, checkpoint, log=verbose > 0)
+    return model, [float(row["loss"]) for row in result.history]
 
 
 def errors_of(model: Any, store: Any, positions: np.ndarray) -> np.ndarray:

@@ -65,9 +65,11 @@ class ModelRun:
 
     Attributes:
         name: e.g. ``alpha/fold0``.
-        target: what it learns (column and units).
+        target: what it learns (column and units); None for a model whose batches carry their own
+            labels (the autoencoder, :func:`train_program`).
         y: target values indexed by store position (target units): (len(store),) for a scalar
-            target, (len(store), n_outputs) for a vector one (NaN = padding, masked out).
+            target, (len(store), n_outputs) for a vector one (NaN = padding, masked out); unused
+            (may be empty) without ``target``.
         train, validation: store positions.
         seed: initial weights and batch order (``train.seed + fold`` in the stages).
         metadata: saved with the model (target, fold, sizes, ...).
@@ -76,7 +78,7 @@ class ModelRun:
     """
 
     name: str
-    target: Target
+    target: Target | None
     y: np.ndarray
     train: np.ndarray
     validation: np.ndarray
@@ -99,6 +101,30 @@ class FitResult:
     fit_seconds: float
     target_mean: float | list[float]
     target_std: float | list[float]
+
+
+@dataclass
+class Program:
+    """What the loop (:func:`train_program`) trains: K built models of one architecture and their batches.
+
+    Attributes:
+        runs: names, seeds (batch order), training and validation store positions.
+        models: the K Keras models (the first is the ``stateless_call`` template); they get the kept weights.
+        batches: ``inputs(chunks) -> (inputs, y (K, S, T), w (K, S))`` for K store-position chunks
+            (:class:`~qmlrp.training.batches.HostBatches`, or device batches with ``arrays``/``gather``).
+        loss: ``(pred (S, T), y (S, T), mask (S, T), scale (T,), loss name) -> scalar`` (JAX).
+        means, stds: per model (T,) output statistics, recorded; ``stds`` (K, T) is the loss' ``scale``.
+        metric: ``(pred (n, T), y (n, T)) -> float`` validation metric of the kind, or None for the MAE
+            over real labels (a run without validation molecules validates as NaN: last weights kept).
+    """
+
+    runs: Sequence[ModelRun]
+    models: list[Any]
+    batches: Any
+    loss: Callable[[Any, Any, Any, Any, str], Any]
+    means: list[np.ndarray]
+    stds: np.ndarray
+    metric: Callable[[np.ndarray, np.ndarray], float] | None = None
 
 
 def require_jax() -> None:
@@ -378,13 +404,12 @@ def _resume(state: dict[str, Any], weights: _Weights, progress: _Progress, n_tv:
 
 
 def _validate(runs: Sequence[ModelRun], batches: Any, predict_step: Callable, weights: list[Any], stats: list[Any],
-              batch_size: int) -> np.ndarray:
-    """(K,) validation metric in target units: the MAE over real (finite) labels, or the kind's own metric
-    over the validation molecules where its training says so (beta_par's MAE for mu/beta_vec)."""
+              batch_size: int, metric: Callable[[np.ndarray, np.ndarray], float] | None) -> np.ndarray:
+    """(K,) validation metric in target units: the MAE over real (finite) labels, or ``metric`` (the kind's own,
+    e.g. beta_par's MAE for mu/beta_vec) over the validation molecules; NaN for a run without any."""
     import jax.numpy as jnp
 
     arrays = getattr(batches, "arrays", None)
-    by_kind = training_of(runs[0].target).validate_by_metric
     steps = max(-(-r.validation.size // batch_size) for r in runs)
     abs_sum, count = np.zeros(len(runs)), np.zeros(len(runs))
     kept: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in runs]
@@ -395,13 +420,13 @@ def _validate(runs: Sequence[ModelRun], batches: Any, predict_step: Callable, we
         pred = np.asarray(predict_step(weights, stats, batch, jnp.asarray(w), arrays))
         abs_sum += np.sum(np.abs(pred - y) * mask, axis=(1, 2))
         count += np.sum(mask, axis=(1, 2))
-        if by_kind:
+        if metric is not None:
             for k in range(len(runs)):
                 kept[k].append((pred[k][w[k] > 0], y[k][w[k] > 0]))
-    if by_kind:
-        return np.array([r.target.kind.metric(np.concatenate([p for p, _ in kept[k]]),
-                                              np.concatenate([t for _, t in kept[k]])) for k, r in enumerate(runs)])
-    return abs_sum / count
+    if metric is not None:
+        return np.array([metric(np.concatenate([p for p, _ in kept[k]]), np.concatenate([t for _, t in kept[k]]))
+                         for k in range(len(runs))])
+    return np.divide(abs_sum, count, out=np.full(len(runs), np.nan), where=count > 0)
 
 
 def _train_epoch(runs: Sequence[ModelRun], batches: Any, train_step: Callable, w: _Weights, progress: _Progress,
@@ -494,18 +519,36 @@ def fit(
         log: one progress line per epoch on stderr.
         source: ``host`` | ``device`` (default: ``config.batches``; ``auto`` = device on a GPU).
     """
+    require_jax()
+    _check_runs(runs)
+    batches = _batch_source(store, runs, config, source)
+    built = [_build(r, store, config) for r in runs]
+    training = training_of(runs[0].target)
+    metric = runs[0].target.kind.metric if training.validate_by_metric else None
+    program = Program(runs, [b[0] for b in built], batches, training.loss, [b[1] for b in built],
+                      np.stack([b[2] for b in built]), metric)  # stds (K, T)
+    return train_program(program, config, checkpoint, on_epoch, log)
+
+
+def train_program(
+    program: Program,
+    config: TrainConfig,
+    checkpoint: str | Path | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    log: bool = True,
+) -> list[FitResult]:
+    """The loop of :func:`fit` for built models and any batch source (the autoencoder's flat vectors too):
+    Adam, schedule, validation, early stopping, time limit and checkpoints as the module docstring says.
+    Uses ``config``'s training fields (not ``model``, ``batches``, ``scaling_sample``)."""
     import jax.numpy as jnp
 
     require_jax()
-    _check_runs(runs)
+    runs, models, batches = program.runs, program.models, program.batches
     k_models, batch_size = len(runs), int(config.batch_size)
-    batches = _batch_source(store, runs, config, source)
-    built = [_build(r, store, config) for r in runs]
-    models, means, stds = [b[0] for b in built], [b[1] for b in built], np.stack([b[2] for b in built])  # (K, T)
     n_tv, n_ntv = len(models[0].trainable_variables), len(models[0].non_trainable_variables)
     w = _initial_weights(models, config.ema_decay)
-    std_arr = jnp.asarray(stds, jnp.float32)
-    train_step, predict_step = _compile_steps(models[0], config, batches, k_models, training_of(runs[0].target).loss)
+    std_arr = jnp.asarray(program.stds, jnp.float32)
+    train_step, predict_step = _compile_steps(models[0], config, batches, k_models, program.loss)
     schedules = [make_schedule(r.schedule or config.schedule, config.learning_rate, config.epochs, config.warmup_epochs,
                                config.lr_factor, config.lr_patience, config.min_learning_rate) for r in runs]
     progress = _Progress([[] for _ in runs], [math.inf] * k_models, [0] * k_models, [None] * k_models,
@@ -523,7 +566,7 @@ def fit(
         t_epoch = time.perf_counter()
         w, loss_sum, train_mae = _train_epoch(runs, batches, train_step, w, progress, std_arr, batch_size)
         weights = w.ema if config.ema_decay is not None else w.tv
-        val_mae = _validate(runs, batches, predict_step, weights, w.ntv, batch_size)
+        val_mae = _validate(runs, batches, predict_step, weights, w.ntv, batch_size, program.metric)
         progress.epoch += 1
         now = time.perf_counter()
         progress.elapsed = elapsed_before + now - t_start
@@ -537,7 +580,8 @@ def fit(
                                       or progress.epoch >= config.epochs or all(progress.stopped)):
             ckpt.save({**w.arrays(), **progress.best_arrays()}, progress.meta())
             last_save = time.perf_counter()
-    return _results(runs, models, w, progress, means, stds, elapsed_before + time.perf_counter() - t_start)
+    return _results(runs, models, w, progress, program.means, program.stds,
+                    elapsed_before + time.perf_counter() - t_start)
 
 
 def _statistic(value: np.ndarray) -> float | list[float]:
