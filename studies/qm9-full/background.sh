@@ -13,7 +13,8 @@
 # A stage already recorded in CHECKOUT's study dvc.lock is done and skipped (a train stage also
 # needs a run.json that names a commit). After each model, `evaluate` rewrites the record (metrics/evaluate.json,
 # plots/evaluate: mean ± sd over the folds that are in, the fold table folds.md that RECORD.md shows) and lands
-# in the model's commit, so the committed lock always matches the committed results. nice 19, one model at a time.
+# in the model's commit, so the committed lock always matches the committed results (after train_long@…:
+# evaluate_long, metrics/evaluate_long.json). nice 19, one model at a time.
 set -uo pipefail
 WT=$(cd "$1" && pwd); MAIN=$(cd "$2" && pwd); shift 2
 STUDY=studies/qm9-full
@@ -92,23 +93,28 @@ for stage in "$@"; do
     mae=$(python -c "import json,sys; r=json.load(open(sys.argv[1])); print(f\"{r['target']} fold {r['fold']}: test MAE {r['test_mae']:.5g} {r['units']}, {r['epochs_run']} epochs, {r['process_cpu_seconds']/3600:.2f} CPU-h\")" "$record")
   fi
   evaluated=()
-  if [[ $stage == train@* ]]; then  # the record's evaluation follows each model, in the same commit
-    for fold in "$MAIN/$STUDY"/results/*/fold*; do  # results committed after the worktree's commit
+  case $stage in  # the record's evaluation follows each model, in the same commit
+    train@*) evaluation=evaluate; runs=results ;;
+    train_long@*) evaluation=evaluate_long; runs=results/long ;;
+    *) evaluation= ;;
+  esac
+  if [ -n "$evaluation" ]; then
+    for fold in "$MAIN/$STUDY/$runs"/*/fold*; do  # results committed after the worktree's commit
       rel=${fold#"$MAIN/$STUDY/"}
       [ -e "$WT/$STUDY/$rel" ] || { mkdir -p "$(dirname "$WT/$STUDY/$rel")"; cp -r "$fold" "$WT/$STUDY/$rel"; }
     done
-    if (cd "$WT/$STUDY" && nice -n 19 dvc repro -s evaluate >/dev/null); then
-      mapfile -t evaluated < <(outs_of evaluate)
+    if (cd "$WT/$STUDY" && nice -n 19 dvc repro -s "$evaluation" >/dev/null); then
+      mapfile -t evaluated < <(outs_of "$evaluation")
       for out in "${evaluated[@]}"; do
-        rm -rf "${MAIN:?}/$STUDY/$out"; cp -r "$WT/$STUDY/$out" "$MAIN/$STUDY/$out"
+        rm -rf "${MAIN:?}/$STUDY/$out"; mkdir -p "$(dirname "$MAIN/$STUDY/$out")"; cp -r "$WT/$STUDY/$out" "$MAIN/$STUDY/$out"
       done
-      merge_lock evaluate
+      merge_lock "$evaluation"
       # RECORD.md shows the fold table evaluate wrote (between its markers)
-      python -c "import sys; from pathlib import Path; from qmlrp.training.fold_table import with_table; \
+      [ "$evaluation" = evaluate ] && python -c "import sys; from pathlib import Path; from qmlrp.training.fold_table import with_table; \
 r = Path(sys.argv[1]); r.write_text(with_table(r.read_text(), Path(sys.argv[2]).read_text()))" \
         "$MAIN/$STUDY/RECORD.md" "$MAIN/$STUDY/plots/evaluate/folds.md" && evaluated+=(RECORD.md)
     else
-      echo "background: evaluate failed after $stage; the model is committed without it" >&2
+      echo "background: $evaluation failed after $stage; the model is committed without it" >&2
     fi
   fi
   commit_paths "full study: $stage done ($mae; dvc repro -s $stage)" "${outs[@]/#/$STUDY/}" "${evaluated[@]/#/$STUDY/}" "$STUDY/dvc.lock"

@@ -25,6 +25,7 @@ def test_study_matrix_on_a_local_dask_cluster_then_dvc_repro_only_evaluates(tmp_
                            model={**params["train"]["model"], "head_units": [32], "embedding_width": 16})
     params["cluster"] = {"scheduler": "local", "workers": 2, "threads_per_worker": 1}
     params["epochs_curve"]["epochs"] = [2]
+    params["long"].update(folds=[0], epochs=2)
     (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro", "split"], study)
     out = run(["python", "-m", "qmlrp", "train-matrix"], study)
@@ -38,6 +39,10 @@ def test_study_matrix_on_a_local_dask_cluster_then_dvc_repro_only_evaluates(tmp_
     assert "Running stage 'train@" not in out and "Running stage 'evaluate'" in out, out
     curve = json.loads((study / "metrics" / "epochs_curve.json").read_text())  # fold 0 at 1 and 2 epochs
     assert [b["epochs"] for b in curve["budgets"]] == [1, 2] and curve["fit"] is None
+    long = json.loads((study / "metrics" / "evaluate_long.json").read_text())  # alpha fold 0 at long.epochs
+    assert long["alpha"]["n_folds"] == 1 and long["protocol"]["folds_run"] == 1 and "zpve" not in long
+    assert json.loads((study / "results" / "long" / "alpha" / "fold0" / "run.json").read_text())["epochs_run"] == 2
+    assert (study / "models" / "long" / "alpha" / "fold0.npz").exists()
     metrics = json.loads((study / "metrics" / "evaluate.json").read_text())
     assert metrics["protocol"] == {"folds_run": 2, "folds_of_protocol": 10, "complete": False}
     for target in ("alpha", "zpve"):

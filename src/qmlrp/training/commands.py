@@ -34,6 +34,8 @@ def _register_train(app: typer.Typer) -> None:
         checkpoint: Path = typer.Option(None, "--checkpoint",
                                         help="Resumable state (default scratch/checkpoints/<target>-fold<k>/e<epochs>.npz)."),
         epochs: int = typer.Option(None, "--epochs", help="Override train.epochs (e.g. an epochs-vs-MAE curve)."),
+        time_limit_minutes: float = typer.Option(None, "--time-limit-minutes",
+                                                 help="Override train.time_limit_minutes (wall minutes, resumes included)."),
     ) -> None:
         """Train the Weave GC model for one target on the nine folds other than FOLD; test on FOLD.
         Killed and rerun, it resumes from its checkpoint."""
@@ -46,14 +48,18 @@ def _register_train(app: typer.Typer) -> None:
 
         table, features, folds = paths.dataset_paths(get_target(target).dataset)
         config = target_config(target, params)
+        from dataclasses import replace
+
+        from qmlrp.errors import QmlrpError
+
         if epochs is not None:
-            from dataclasses import replace
-
-            from qmlrp.errors import QmlrpError
-
             if epochs < 1:
                 raise QmlrpError(f"--epochs {epochs}: must be >= 1")
             config = replace(config, epochs=epochs)
+        if time_limit_minutes is not None:
+            if time_limit_minutes <= 0:
+                raise QmlrpError(f"--time-limit-minutes {time_limit_minutes:g}: must be > 0")
+            config = replace(config, time_limit_minutes=time_limit_minutes)
         default_checkpoint = paths.CHECKPOINTS / f"{target}-fold{fold}" / f"e{config.epochs}.npz"
         s = train_fold(target, fold, params_path=params, features=features, table=table, folds_path=folds,
                        models_dir=models_dir, results_dir=results_dir, live_dir=live_dir,
