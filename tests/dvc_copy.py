@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COPY = ("dvc.yaml", "params.yaml", "pipeline", "src", ".dvc/config", ".dvcignore", ".gitignore",
-        "studies/qm9-full/dvc.yaml", "studies/qm9-full/params.yaml", "studies/qm9-full/spectra.yaml",
+        "studies/qm9-full/dvc.yaml", "studies/qm9-full/params.yaml", "studies/qm9-full/spectra.yaml", "studies/qm9-full/long.yaml",
         "studies/qm9-full/.gitignore")
 
 
