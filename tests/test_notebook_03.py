@@ -29,4 +29,7 @@ def test_notebook_03_runs() -> None:
     control = re.search(r"control: QM9 alpha\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+NaN", text)
     assert control and float(control.group(2)) < 0.5 and 0.7 <= float(control.group(3)) <= 1.3
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 4  # per-mode MAE, stick spectra, beta histogram, type profiles
+    assert len(images) >= 5  # per-mode MAE, stick spectra, beta histogram, type profiles, full-QM9 per-mode MAE
+    # the last section reads the committed full-QM9 record beside the small default's
+    assert re.search(r"MAE, all real modes \(cm\^-1\)\s+[0-9.]+\s+[0-9.]+", text)
+    assert "omega1 ~ zpve vs alpha" in text and "share of folds with Δ > 0" in text
