@@ -289,3 +289,7 @@ def test_notebook_04_runs() -> None:
     _, text = run_notebook("04_autoencoder.ipynb")
     assert "decoder kernel is the encoder kernel: True" in text
     assert "max conservation error" in text and "AUROC held-out" in text
+    # section 6: the small default's record, and the full study's beside it once studies/qm9-full has one
+    assert "AUROC vs outside QM9" in text and "alpha: MAE finetuned (bohr^3)" in text
+    full_record = Path(__file__).resolve().parents[2] / "studies" / "qm9-full" / "metrics" / "autoencoder.json"
+    assert ("all of QM9" in text) == full_record.exists()
