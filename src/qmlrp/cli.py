@@ -61,16 +61,36 @@ import typer  # noqa: E402  -- after the environment is set
 
 from qmlrp.errors import QmlrpError  # noqa: E402
 
-app = typer.Typer(
-    name="qmlrp",
-    help="QM9 -> Molecular Graph -> Weave GC models -> layer-wise relevance propagation.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+COMMANDS: dict[str, str] = {  # sub-command -> the module whose ``register(app)`` adds it
+    "ingest": "qmlrp.data.commands",
+    "split": "qmlrp.data.commands",
+    "featurize": "qmlrp.features.commands",
+    "train": "qmlrp.training.commands",
+    "study-train": "qmlrp.training.commands",
+    "train-matrix": "qmlrp.training.commands",
+    "epochs-curve": "qmlrp.training.commands",
+    "train-crippen": "qmlrp.training.commands",
+    "seed-spread": "qmlrp.training.commands",
+    "evaluate": "qmlrp.training.commands",
+    "predict": "qmlrp.training.predict",
+    "explain": "qmlrp.relevance.commands",
+    "explain-stage": "qmlrp.relevance.commands",
+    "compare-explanations": "qmlrp.relevance.commands",
+    "explain-beta-vector": "qmlrp.relevance.commands",
+    "compare-folds": "qmlrp.relevance.commands",
+    "label-beta": "qmlrp.labels.commands",
+    "dalton-write": "qmlrp.labels.commands",
+    "dalton-read": "qmlrp.labels.commands",
+    "autoencoder": "qmlrp.stages.autoencoder",
+    "beta-data": "qmlrp.training.beta_commands",
+    "beta-learning-curve": "qmlrp.training.beta_commands",
+    "train-beta-vector": "qmlrp.training.beta_commands",
+    "train-alpha-tensor": "qmlrp.training.beta_commands",
+    "evaluate-beta-vector": "qmlrp.training.beta_commands",
+}
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
 
-@app.callback()
 def _root(ctx: typer.Context,
           verbose: bool = typer.Option(False, VERBOSE_FLAG, help="Show library log lines and warnings.")) -> None:
     """QM9 -> Molecular Graph -> Weave GC models -> layer-wise relevance propagation."""
@@ -79,29 +99,41 @@ def _root(ctx: typer.Context,
         set_verbosity(True)
 
 
-# Modules that define ``register(app: typer.Typer) -> None``; a later module's command replaces an
-# earlier one of the same name (``qmlrp.training.predict`` owns ``predict``).
-COMMAND_MODULES: tuple[str, ...] = (
-    "qmlrp.data.commands",
-    "qmlrp.features.commands",
-    "qmlrp.training.commands",
-    "qmlrp.training.predict",
-    "qmlrp.relevance.commands",
-    "qmlrp.labels.commands",
-    "qmlrp.stages.autoencoder",
-    "qmlrp.training.beta_commands",
-)
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
-
-
 def _keep_last(commands: list[Any]) -> list[Any]:
     latest = {c.name or c.callback.__name__: k for k, c in enumerate(commands)}
     return [c for k, c in enumerate(commands) if latest[c.name or c.callback.__name__] == k]
 
 
-app.registered_commands[:] = _keep_last(app.registered_commands)
+def build_app(modules: tuple[str, ...] = COMMAND_MODULES) -> typer.Typer:
+    """The typer application with the commands of ``modules`` (default: all of them)."""
+    application = typer.Typer(
+        name="qmlrp",
+        help="QM9 -> Molecular Graph -> Weave GC models -> layer-wise relevance propagation.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    application.callback()(_root)
+    for name in modules:
+        importlib.import_module(name).register(application)
+    application.registered_commands[:] = _keep_last(application.registered_commands)
+    return application
+
+
+def app_for(args: list[str]) -> typer.Typer:
+    """The application for one command line: only the module of its sub-command is loaded (a stage
+    imports what it runs, nothing else); ``--help``, no command or an unknown one load them all."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in COMMANDS and not {"--help", "-h"} & set(args[: args.index(command)]):
+        return build_app((COMMANDS[command],))
+    return build_app()
+
+
+def __getattr__(name: str) -> Any:
+    """``qmlrp.cli.app``: the application with every command (built on first use)."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def silence_native_output() -> Callable[[], None]:
@@ -154,7 +186,7 @@ def main(argv: list[str] | None = None) -> Any:
         # a process of its own (not a caller that captures sys.stdout, e.g. a test): silence
         restore = silence_native_output()
     try:
-        return app(args=args)
+        return app_for(args)(args=args)
     except QmlrpError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
