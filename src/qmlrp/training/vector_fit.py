@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from qmlrp.features.store import FeatureStore
-from qmlrp.models.inputs import molecule_inputs, pad_inputs
+from qmlrp.models.inputs import molecule_inputs
 
 
 def vector_scales(y: np.ndarray, n_vectors: int = 2) -> np.ndarray:
@@ -45,15 +45,14 @@ def _namespace(a: Any) -> Any:
 
 def predict_vectors(model: Any, store: FeatureStore, positions: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """(len(positions), head.n_outputs) predictions in a.u. (inference mode), in the order of ``positions``:
-    3V vector components, or the tensor head's 6."""
-    out = []
-    for s in range(0, len(positions), batch_size):
-        chunk = np.asarray(positions[s:s + batch_size])
-        inputs = molecule_inputs(store, chunk)
-        x, _, _ = pad_inputs(inputs, np.zeros((chunk.size, 1), np.float32), chunk.size + 1, 64, 1024)
-        out.append(np.asarray(model.predict_on_batch(x))[: chunk.size])
+    3V vector components, or the tensor head's 6 (batches through :func:`qmlrp.models.io.inference_function`)."""
+    from qmlrp.models.io import inference_function
+
+    predict = inference_function(model, bucket_atoms=64, bucket_pairs=1024)
     width = int(model.head.n_outputs)
-    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, width))
+    out = [predict(molecule_inputs(store, np.asarray(positions[s:s + batch_size])))
+           for s in range(0, len(positions), batch_size)]
+    return np.concatenate(out).reshape(-1, width).astype(np.float64) if out else np.zeros((0, width))
 
 
 def _build_vector(config: Any, metadata: dict[str, Any], y_train: np.ndarray, width: int
