@@ -41,6 +41,9 @@ class ModelConfig:
     scaled_atom_features: tuple[str, ...] = ("gasteiger_charge",)
     scaled_pair_features: tuple[str, ...] = ("distance",)
     activation: str = "relu"
+    pair_head_units: tuple[int, ...] = ()
+    """The equivariant vector head only: widths of the per-pair layers of its bond-dipole branch
+    (:class:`~qmlrp.models.vector_head.BondDipole`); empty = atom charges only. Other models ignore it."""
 
     def __post_init__(self) -> None:
         for key in ("depth", "atom_width", "pair_width", "atom_hidden", "pair_hidden", "embedding_width"):
@@ -49,6 +52,10 @@ class ModelConfig:
             raise FieldError("head_units", f"expected a list of widths, got {self.head_units!r}")
         for k, units in enumerate(self.head_units):
             _positive_int(f"head_units[{k}]", units)
+        if not isinstance(self.pair_head_units, tuple):
+            raise FieldError("pair_head_units", f"expected a list of widths, got {self.pair_head_units!r}")
+        for k, units in enumerate(self.pair_head_units):
+            _positive_int(f"pair_head_units[{k}]", units)
         for key in ("dropout", "batch_norm_momentum"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -106,7 +113,20 @@ class ModelConfig:
         for units in self.head_units:
             total += (d + 1) * units
             d = units
-        return total + (d + 1) * n_vectors + n_vectors
+        total += (d + 1) * n_vectors + n_vectors
+        if self.pair_head_units:  # [h_i, p_ij] -> per-pair layers -> one bond weight per vector
+            d = self.embedding_width + self.head_pair_dim
+            for units in self.pair_head_units:
+                total += (d + 1) * units
+                d = units
+            total += (d + 1) * n_vectors
+        return total
+
+    @property
+    def head_pair_dim(self) -> int:
+        """Width of the pair states the trunk hands to a head: the last pair update's (``pair_width``), or the
+        13 input pair features of a one-module trunk (the last module updates no pairs)."""
+        return self.pair_width if self.depth > 1 else N_PAIR_FEATURES
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ModelConfig:
@@ -116,7 +136,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model parameters: {sorted(unknown)}")
         values = dict(params)
-        for key in ("head_units", "scaled_atom_features", "scaled_pair_features"):
+        for key in ("head_units", "pair_head_units", "scaled_atom_features", "scaled_pair_features"):
             if key in values and isinstance(values[key], list):
                 values[key] = tuple(values[key])
         return cls(**values)

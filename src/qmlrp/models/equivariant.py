@@ -12,7 +12,9 @@ the labels' vectors are given in (QM9's). Only this model reads them: the invari
 are unchanged. beta_par = 3/5 beta_vec . mu_hat, |mu|, |beta_vec| are derived
 (:func:`derived_quantities`), never predicted directly.
 
-The head is swappable: :class:`~qmlrp.models.tensor_head.EquivariantTensorHead` on the same trunk
+With ``config.pair_head_units`` the vector head also adds bond dipoles from the trunk's pair states
+(:class:`~qmlrp.models.vector_head.BondDipole`). The head is swappable:
+:class:`~qmlrp.models.tensor_head.EquivariantTensorHead` on the same trunk
 predicts the rank-2 polarizability tensor (6 components, a.u.; issue 18 item 6).
 
 Model files: the same ``.npz`` weights format; the metadata's ``head`` is ``equivariant_vector``
@@ -84,12 +86,15 @@ class VectorGCModel(keras.Model):
                 scaled: bool = True) -> Any:
         """(n_molecules, head.n_outputs) in a.u. (``scaled=False``: before the head's scales)."""
         atoms, pairs = run(tape, self.input_layer, inputs)
+        last_pairs = pairs
         for module in self.weave_modules:
+            last_pairs = pairs  # the last module reads these and updates no pairs: the head's pair states
             atoms, pairs = run(tape, module, atoms, pairs, inputs[PAIR_ATOMS_KEY])
         h = run(tape, self.atom_embedding, atoms, training=training, mask=inputs.get(ATOM_MASK_KEY))
         n_molecules = ops.shape(inputs[MOLECULE_ATOMS_KEY])[0]
+        with_pairs = (last_pairs, inputs[PAIR_ATOMS_KEY]) if getattr(self.head, "uses_pairs", False) else ()
         return run(tape, self.head, h, inputs[COORDINATES_KEY], inputs[ATOM_FEATURES_KEY],
-                   inputs[ATOM_MOLECULE_KEY], n_molecules=n_molecules, scaled=scaled)
+                   inputs[ATOM_MOLECULE_KEY], *with_pairs, n_molecules=n_molecules, scaled=scaled)
 
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
         return self.forward(inputs, training=training)
@@ -103,7 +108,7 @@ class VectorGCModel(keras.Model):
             build_once(module, (None, d_a), (None, d_p))
             d_a, d_p = module.atom_units, module.pair_units
         build_once(self.atom_embedding, (None, d_a))
-        build_once(self.head, (None, self.atom_embedding.units))
+        build_once(self.head, (None, self.atom_embedding.units))  # pair width: the head's own pair_dim
         self.built = True
 
     def build_with_dummy(self) -> None:
@@ -156,7 +161,8 @@ def build_vector_model(config: ModelConfig, metadata: dict[str, Any] | None = No
         width = int(metadata.get("n_vectors", 2) if n_vectors is None else n_vectors)
         if width < 1:
             raise ValueError(f"n_vectors must be positive, got {width}")
-        head_layer = EquivariantVectorHead(config.head_units, width, name="head")
+        head_layer = EquivariantVectorHead(config.head_units, width, pair_units=config.pair_head_units,
+                                           pair_dim=config.head_pair_dim, name="head")
         metadata.update(head=VECTOR_HEAD, n_vectors=width)
     else:
         raise ValueError(f"unknown equivariant head {kind!r}; choose one of {', '.join(EQUIVARIANT_HEADS)}")

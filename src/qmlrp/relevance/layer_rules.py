@@ -15,6 +15,9 @@ TargetScaling          same        ``y = z * std + mean``: LRP-0 per output, the
 Dropout                same        identity at inference
 ChargeDipole           molecules   ``V_mv = sum_a q_av (r_a - rbar_m)``, linear in q: LRP-0, exact
                                    (``R(q_av) = q_av (r_a - rbar) . R(V_mv) / V_mv``)
+PairEnds               pairs       gather of the pairs' two atoms: R summed back onto the atoms
+BondDipole             molecules   ``base + sum_pairs (w_ij - w_ji) u_ij``, linear in base and the w's:
+                                   LRP-0, exact (``R(w_ij,v) = w_ij,v u_ij . R(V_mv) / V_mv``)
 VectorScaling          same        ``y = z * s_v``, s > 0, no bias: R passes unchanged
 ChargeTensor           molecules   ``T_mc = sum_a sum_k p_ak basis_akc``, linear in p: LRP-0, exact
                                    (``R(p_ak) = p_ak sum_c basis_akc R(T_mc) / T_mc``)
@@ -35,7 +38,7 @@ from keras import ops
 from qmlrp.models.layers import FeatureScaling, PairFromAtoms, Record, SplitDense, TargetScaling
 from qmlrp.models.readout import AtomEmbedding, GaussianHistogram
 from qmlrp.models.tensor_head import ChargeTensor, TensorScaling
-from qmlrp.models.vector_head import ChargeDipole, VectorScaling
+from qmlrp.models.vector_head import BondDipole, ChargeDipole, PairEnds, VectorScaling
 from qmlrp.models.weave import PairToAtomSum
 from qmlrp.relevance.propagate import (
     PairIndex,
@@ -173,6 +176,35 @@ def charge_dipole(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
     r_q = q * ops.sum(w_atoms * g[:, None, :], axis=-1)
     absorbed = ops.sum(r_out[0], axis=-1) - ctx.per_molecule(ops.sum(r_q, axis=-1), "atoms")
     return Propagated([r_q, None, None, None], absorbed, None)
+
+
+@register(PairEnds, rows="pairs", nonneg=_as_input)
+def pair_ends(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """Inputs ``(h (n_atoms, d), pair_atoms (n_pairs, 2))``, outputs ``(h_i, h_j)`` (n_pairs, d) each: a
+    gather, so each pair end's relevance returns to its atom (summed over the atom's pairs)."""
+    h, pair_atoms = rec.inputs
+    n_atoms = ops.shape(h)[0]
+    r_h = (ops.segment_sum(r_out[0], pair_atoms[:, 0], num_segments=n_atoms)
+           + ops.segment_sum(r_out[1], pair_atoms[:, 1], num_segments=n_atoms))
+    return Propagated([r_h, None], None, None)
+
+
+@register(BondDipole, rows="molecules")
+def bond_dipole(rec: Record, r_out: list[Array], ctx: Context) -> Propagated:
+    """Inputs ``(base (n_molecules, 3V), w_ij, w_ji (n_pairs, V), coordinates, pair_atoms, atom_molecule)``,
+    output (n_molecules, 3V) = base + sum_pairs (w_ij - w_ji) u_ij: linear in base and the w's (u recorded),
+    no bias, so each output component's relevance goes to base and to each ordered pair's weight by its exact
+    contribution; the geometry and indices get none."""
+    base, w_ij, w_ji, _, pair_atoms, atom_molecule = rec.inputs
+    base, w_ij, w_ji = ctx.cast(base), ctx.cast(w_ij), ctx.cast(w_ji)
+    u = ctx.cast(rec.extras["u"])  # (n_pairs, 3)
+    ratio = safe_divide(r_out[0], ctx.cast(rec.outputs))  # R / V per molecule and component
+    n_vec = ops.shape(w_ij)[-1]
+    owner = ops.take(atom_molecule, pair_atoms[:, 0], axis=0)
+    along = ops.sum(ops.reshape(ops.take(ratio, owner, axis=0), (-1, n_vec, 3)) * u[:, None, :], axis=-1)
+    r_ij, r_ji, r_base = w_ij * along, -w_ji * along, base * ratio
+    spent = ops.sum(r_base, axis=-1) + ctx.per_molecule(ops.sum(r_ij + r_ji, axis=-1), "pairs")
+    return Propagated([r_base, r_ij, r_ji, None, None, None], ops.sum(r_out[0], axis=-1) - spent, None)
 
 
 @register(TensorScaling, rows="same")

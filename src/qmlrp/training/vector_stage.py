@@ -46,18 +46,22 @@ SECTION = "train_beta_vector"
 
 def stage_config(params_path: str | Path = "params.yaml", section: str = SECTION) -> tuple[TrainConfig, str]:
     """``(training settings, labels folder)``: the ``train`` section with ``section`` (``train_beta_vector``;
-    ``train_alpha_tensor`` for the tensor head) laid over it (any ``train`` key; ``head_units``, the per-atom
+    ``train_alpha_tensor`` for the tensor head) laid over it (any ``train`` key; ``pair_units``, the vector head's
+    per-pair widths of its bond dipoles, empty = none, goes into the model as ``pair_head_units``; ``head_units``, the per-atom
     widths before the head's scalars, goes into the model, whose other fields are ``train.model``'s) and
     ``beta_data.labels``. Unknown keys are refused in one line."""
     params = load_params(params_path)
     overrides = dict(params.get(section) or {})
     head_units = overrides.pop("head_units", [64])
+    pair_units = overrides.pop("pair_units", [])
+    if pair_units and section != SECTION:
+        raise QmlrpError(f"params.yaml {section}.pair_units: only the vector head ({SECTION}) has bond dipoles")
     for key in ("targets", "folds", "model"):  # the rest is checked with the train keys (did-you-mean)
         if key in overrides:
-            raise QmlrpError(f"params.yaml {section}.{key}: not a setting of this model (head_units is; the trunk "
-                             f"is train.model)")
+            raise QmlrpError(f"params.yaml {section}.{key}: not a setting of this model (head_units and pair_units "
+                             f"are; the trunk is train.model)")
     train = dict(params.get("train") or {})
-    model = {**dict(train.get("model") or {}), "head_units": head_units}
+    model = {**dict(train.get("model") or {}), "head_units": head_units, "pair_head_units": pair_units}
     config = TrainConfig.from_params({**train, **overrides, "model": model}, section=section)
     labels = (params.get("beta_data") or {}).get("labels")
     if not labels:
