@@ -108,6 +108,21 @@ def test_dvc_stage_depends_on_each_combined_model() -> None:
     assert "data/beta" in deps and "src/qmlrp/stages" in deps
 
 
+def test_full_study_stage_depends_on_each_combined_model() -> None:
+    """studies/qm9-full's autoencoder stage lists the model of every target its params combine, in the
+    folder autoencoder.model_dirs names, and the root stage's source deps."""
+    repo = Path(__file__).resolve().parents[2]
+    study = repo / "studies" / "qm9-full"
+    deps = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]["autoencoder"]["deps"]
+    p = AutoencoderParams.load(study / "params.yaml")
+    assert set(p.targets) == {"alpha", "zpve", "omega1", "frequencies"}
+    for target in p.targets:
+        assert f"{p.model_dirs.get(target, 'models')}/{target}/fold${{autoencoder.fold}}.npz" in deps
+    root = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["autoencoder"]["deps"]
+    sources = [d for d in root if d.startswith(("src/", "pipeline/"))]
+    assert [f"../../{d}" for d in sources] == [d for d in deps if d.startswith("../../")]
+
+
 @pytest.fixture(scope="module")
 def beta_small(small_data) -> Path:
     """A tiny beta store of *other* molecules: ``beta/{qm9.parquet (with a synthetic
