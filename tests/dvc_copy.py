@@ -18,9 +18,18 @@ COPY = ("dvc.yaml", "params.yaml", "pipeline", "src", ".dvc/config", ".dvcignore
         "studies/qm9-full/.gitignore")
 
 
+def source_of(cwd: Path) -> Path:
+    """The ``src`` folder of the copy holding ``cwd`` (the copy's root or a study folder inside it)."""
+    for folder in (cwd, *cwd.parents):
+        if (folder / "src" / "qmlrp").is_dir():
+            return folder / "src"
+    return cwd / "src"
+
+
 def run(cmd: list[str], cwd: Path) -> str:
-    """Run ``cmd`` in ``cwd`` with the copy's sources first on the path; fail the test on error."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(cwd / "src"), PYTHONWARNINGS="ignore",
+    """Run ``cmd`` in ``cwd`` with the copy's sources first on the path (also from a study folder, where
+    ``cwd/src`` does not exist and the installed package would be imported); fail the test on error."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(source_of(cwd)), PYTHONWARNINGS="ignore",
                TF_CPP_MIN_LOG_LEVEL="2", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from qmlrp.errors import QmlrpError
-from qmlrp.training.autoencoder import AutoencoderParams, auroc, fit_pca, fit_scaling, flat_batches, fold_positions
+from qmlrp.training.autoencoder import (AutoencoderParams, auroc, fit_pca, fit_scaling, flat_batches, fold_positions,
+                                       seeded_subset)
 
 
 def write_params(root: Path, **values: object) -> Path:
@@ -35,6 +36,33 @@ def test_params(tmp_path) -> None:
         AutoencoderParams.load(write_params(tmp_path, targets=["alpha", "gap"]))
     repo = AutoencoderParams.load(Path(__file__).resolve().parents[2] / "params.yaml")
     assert repo.fold == 0 and repo.pca_components == 68
+    assert (repo.model_dirs, repo.pca_molecules, repo.lrp_molecules) == ({}, None, None)  # the root: models/, all
+
+
+def test_params_model_dirs_and_subsets(tmp_path) -> None:
+    """model_dirs maps combined targets to folders (one clear line otherwise); subset sizes are >= 1."""
+    p = AutoencoderParams.load(write_params(tmp_path, targets=["alpha", "omega1"], model_dirs={"omega1": "m/s"}))
+    assert p.model_dirs == {"omega1": "m/s"}
+    bad = {"unknown target": ({"gap": "m"}, r"autoencoder\.model_dirs: 'gap' not among the targets"),
+           "not a string": ({"omega1": 3}, r"autoencoder\.model_dirs\.omega1: expected a string"),
+           "empty": ({"omega1": " "}, r"autoencoder\.model_dirs: empty folder for 'omega1'"),
+           "not a mapping": (["omega1"], r"autoencoder\.model_dirs: expected a mapping")}
+    for value, message in bad.values():
+        with pytest.raises(QmlrpError, match=message) as err:
+            AutoencoderParams.load(write_params(tmp_path, targets=["alpha", "omega1"], model_dirs=value))
+        assert "\n" not in str(err.value)
+    for key in ("pca_molecules", "lrp_molecules"):
+        with pytest.raises(QmlrpError, match=rf"autoencoder\.{key}: must be >= 1"):
+            AutoencoderParams.load(write_params(tmp_path, **{key: 0}))
+
+
+def test_seeded_subset() -> None:
+    positions = np.arange(100, 200)
+    a, b = seeded_subset(positions, 10, 1), seeded_subset(positions, 10, 1)
+    np.testing.assert_array_equal(a, b)
+    assert a.size == 10 and np.all(np.diff(a) > 0) and set(a) <= set(positions.tolist())
+    assert not np.array_equal(a, positions[:10])  # not the first ten (QM9's order is by size)
+    assert seeded_subset(positions, None, 1) is positions and seeded_subset(positions, 500, 1).size == 100
 
 
 def test_auroc_known_answers() -> None:
@@ -78,6 +106,21 @@ def test_dvc_stage_depends_on_each_combined_model() -> None:
     for target in targets:
         assert f"models/{target}/fold${{autoencoder.fold}}.npz" in deps
     assert "data/beta" in deps and "src/qmlrp/stages" in deps
+
+
+def test_full_study_stage_depends_on_each_combined_model() -> None:
+    """studies/qm9-full's autoencoder stage lists the model of every target its params combine, in the
+    folder autoencoder.model_dirs names, and the root stage's source deps."""
+    repo = Path(__file__).resolve().parents[2]
+    study = repo / "studies" / "qm9-full"
+    deps = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]["autoencoder"]["deps"]
+    p = AutoencoderParams.load(study / "params.yaml")
+    assert set(p.targets) == {"alpha", "zpve", "omega1", "frequencies"}
+    for target in p.targets:
+        assert f"{p.model_dirs.get(target, 'models')}/{target}/fold${{autoencoder.fold}}.npz" in deps
+    root = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["autoencoder"]["deps"]
+    sources = [d for d in root if d.startswith(("src/", "pipeline/"))]
+    assert [f"../../{d}" for d in sources] == [d for d in deps if d.startswith("../../")]
 
 
 @pytest.fixture(scope="module")

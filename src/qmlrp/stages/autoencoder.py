@@ -31,6 +31,7 @@ from qmlrp.training.autoencoder import (
     flat_of_graphs,
     fold_positions,
     reconstruction_scores,
+    seeded_subset,
     train_autoencoder,
     write_reconstruction,
 )
@@ -68,7 +69,7 @@ def run_stage(params_path: str | Path = "params.yaml", features: str | Path = "d
     log(f"autoencoder: {train.size} training molecules, {p.epochs} epochs in {fit_seconds:.0f} s, "
         f"loss {losses[-1]:.4g}")
 
-    pca = fit_pca(store, train, model.scaling, p.pca_components)
+    pca = fit_pca(store, seeded_subset(train, p.pca_molecules, p.seed), model.scaling, p.pca_components)
     dae, lin = reconstruction_scores(model, pca, store, test)
     write_reconstruction(dae, lin, plots)
 

@@ -2,8 +2,8 @@
 decoder -> reconstructed MG -> a trained Weave model, first frozen, then with the DAE fine-tuned
 through the supervised loss (Weave frozen); and LRP from the prediction back to the code units.
 
-Which models: ``params.yaml autoencoder.targets`` (``models/<target>/fold<fold>.npz``; an absent
-file is skipped with a note). Per target:
+Which models: ``params.yaml autoencoder.targets`` (``models/<target>/fold<fold>.npz``, or
+``<model_dirs[target]>/<target>/fold<fold>.npz``; an absent file is skipped with a note). Per target:
 
 * **Molecules**: the target's dataset (:attr:`~qmlrp.training.config.Target.dataset`). ``qm9``:
   the stage's store and split (the DAE's own training / held-out folds). ``beta``: the labelled
@@ -40,7 +40,8 @@ import numpy as np
 from qmlrp.errors import QmlrpError
 from qmlrp.figures import saved_figure
 from qmlrp.paths import BETA_DATA
-from qmlrp.training.autoencoder import AutoencoderParams, FlatBatches, _num, fit_flat, flat_batches, fold_positions
+from qmlrp.training.autoencoder import (AutoencoderParams, FlatBatches, _num, fit_flat, flat_batches, fold_positions,
+                                        seeded_subset)
 from qmlrp.targets.spectra import masked_mae
 
 MODES = "modes"
@@ -298,7 +299,7 @@ def run_combined(p: AutoencoderParams, store: Any, train: np.ndarray, test: np.n
     types = column_types()
     dae_train_ids = store.ids[train]
     for name in p.targets:
-        path = weave_path(models_dir, name, p.fold)
+        path = weave_path(p.model_dirs.get(name, models_dir), name, p.fold)
         if not path.exists():
             out["skipped"][name] = f"no trained model {path}"
             log(f"autoencoder: {name}: skipped (no {path})")
@@ -320,7 +321,7 @@ def run_combined(p: AutoencoderParams, store: Any, train: np.ndarray, test: np.n
             "finetune_epochs": p.finetune_epochs, "finetune_seconds": round(time.time() - t0, 1)}
         log(f"autoencoder: {name} ({d.dataset}, {d.test.size} held out): test MAE plain {plain:.4g}, "
             f"frozen {frozen:.4g}, fine-tuned {tuned:.4g} {target.units}")
-        chosen = d.test if p.lrp_molecules is None else d.test[: p.lrp_molecules]
+        chosen = seeded_subset(d.test, p.lrp_molecules, p.seed)
         if target.n_outputs == 1:
             e, desc = code_lrp(model, path, d.store, chosen, d.y, None, weave_rules, rule, types)
             entry["code_lrp"] = summarise_code_lrp(name, target.units, e, desc, p, plots, "the prediction")

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from qmlrp.errors import QmlrpError
-from qmlrp.params import load_params, parse_section
+from qmlrp.params import FieldError, load_params, parse_section
 
 MODEL = Path("models/autoencoder/model.npz")
 METRICS = Path("metrics/autoencoder.json")
@@ -61,6 +61,11 @@ class AutoencoderParams:
         pca_components: the PCA baseline's components (68).
         targets: trained Weave models to combine with (``models/<target>/fold<fold>.npz``; absent
             ones are skipped with a note); ``beta`` is applied to the molecules of ``data/beta``.
+        model_dirs: target -> folder holding ``<target>/fold<fold>.npz`` (relative to the working
+            directory), for models kept elsewhere (the full study's ``models/spectra``); a target not
+            named here is looked up in the stage's models folder.
+        pca_molecules: the PCA baseline is fitted on a seeded subset of this many training molecules
+            (null = all of them: exact SVD of the whole training matrix).
         finetune_epochs, finetune_learning_rate: fine-tuning of the DAE through the supervised loss
             (masked MAE of the standardised target; Weave frozen).
         ood_percentile: threshold of the reconstruction error = this percentile of the training
@@ -70,7 +75,7 @@ class AutoencoderParams:
         outside_smiles: molecules outside QM9 (RDKit-embedded); empty = the built-in list.
         lrp_rule, lrp_epsilon: rule of the decoder/encoder layers (and the Weave model's default,
             stabilised as in ``explain``).
-        lrp_molecules: held-out molecules explained on the code (null = the whole fold).
+        lrp_molecules: held-out molecules explained on the code, a seeded subset (null = the whole fold).
     """
 
     noise_sd: float = 0.1
@@ -82,7 +87,9 @@ class AutoencoderParams:
     hidden: int = 136
     code: int = 68
     pca_components: int = 68
+    pca_molecules: int | None = None
     targets: tuple[str, ...] = ("alpha", "zpve", "omega1", "beta", "frequencies")
+    model_dirs: dict[str, str] = field(default_factory=dict)
     finetune_epochs: int = 3
     finetune_learning_rate: float = 0.0001
     ood_percentile: float = 99.9
@@ -105,6 +112,16 @@ class AutoencoderParams:
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown:
             raise ValueError(f"targets: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(TARGETS)}")
+        for name in ("pca_molecules", "lrp_molecules"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1 or null, got {getattr(self, name)}")
+        stray = [t for t in self.model_dirs if t not in self.targets]
+        if stray:
+            raise FieldError("model_dirs", f"{', '.join(map(repr, stray))} not among the targets "
+                             f"({', '.join(self.targets)})")
+        empty = [t for t, d in self.model_dirs.items() if not str(d).strip()]
+        if empty:
+            raise FieldError("model_dirs", f"empty folder for {', '.join(map(repr, empty))}")
 
     @staticmethod
     def load(path: str | Path) -> AutoencoderParams:
@@ -112,6 +129,16 @@ class AutoencoderParams:
 
 
 # -- data ----------------------------------------------------------------------------------------
+def seeded_subset(positions: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """``n`` of ``positions`` drawn without replacement (seed ``seed``), in their order; all of them when
+    ``n`` is None or not smaller."""
+    positions = np.asarray(positions)
+    if n is None or n >= positions.size:
+        return positions
+    keep = np.sort(np.random.default_rng(seed).choice(positions.size, size=n, replace=False))
+    return positions[keep]
+
+
 def fold_positions(store: Any, folds_path: str | Path, fold: int) -> tuple[np.ndarray, np.ndarray]:
     """``(train, test)`` store positions: every fold but ``fold``, and ``fold``."""
     from qmlrp.io import read_parquet
@@ -252,12 +279,15 @@ class PCA:
 
 
 def fit_pca(store: Any, positions: np.ndarray, scaling: Any, k: int) -> PCA:
-    """PCA with ``k`` components of the scaled training vectors: numpy SVD of the centred data
-    matrix (built in batches; 2,000 molecules take 47 MB)."""
+    """PCA with ``k`` components of the scaled vectors of the molecules at ``positions``: numpy SVD of the
+    centred data matrix (built in batches, centred in place; float64, 47 MB per 1,000 molecules, the SVD's
+    factors about as much again)."""
     rows = [scaling.transform(flat, n) for _, flat, n in flat_batches(store, positions)]
     x = np.concatenate(rows).astype(np.float64)
+    del rows
     mean = x.mean(0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    x -= mean
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
     return PCA(mean, vt[:k].T.copy())
 
 
