@@ -132,3 +132,31 @@ def test_stage_config_rejects_a_mistyped_key_in_one_line(tmp_path):
     assert config.epochs == 80 and config.batch_size == 32 and config.schedule == "plateau"
     assert config.model.head_units == (64,) and config.model.atom_width == params["train"]["model"]["atom_width"]
     assert labels.endswith("rks-b3lyp5-6-31g")
+
+
+def test_max_train_molecules_reaches_the_split(monkeypatch, tmp_path):
+    """``train.max_train_molecules`` (a learning curve's subsample) is passed to the fold split of the vector model
+    (it was read and then ignored here before 2026-12-02)."""
+    from dataclasses import replace
+
+    import qmlrp.data.split as split_module
+    from qmlrp.training import vector_stage
+    from tests.training.conftest import REPO_PARAMS
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_split(store, folds, fold, validation_fraction, seed, max_train_molecules=None):
+        seen["max"] = max_train_molecules
+        raise Stop
+
+    config, _ = vector_stage.stage_config(REPO_PARAMS)
+    monkeypatch.setattr(split_module, "make_split", fake_split)
+    monkeypatch.setattr(vector_stage, "FeatureStore", type("S", (), {"open": staticmethod(lambda path: None)}))
+    monkeypatch.setattr(vector_stage, "load_labels", lambda store, labels, target: None)
+    with pytest.raises(Stop):
+        vector_stage.train_vector_fold(0, REPO_PARAMS, tmp_path / "m", tmp_path / "r",
+                                       config=replace(config, max_train_molecules=104), log=False)
+    assert seen["max"] == 104

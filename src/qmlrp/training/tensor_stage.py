@@ -67,7 +67,8 @@ def train_tensor_fold(fold: int, params_path: str | Path = "params.yaml", models
     store = FeatureStore.open(features or default_features)
     target = get_target(TARGET)
     y = load_labels(store, labels or stage_labels, target)
-    split = make_split(store, folds or default_folds, int(fold), config.validation_fraction, config.seed)
+    split = make_split(store, folds or default_folds, int(fold), config.validation_fraction, config.seed,
+                       config.max_train_molecules)
     ids_test, y_test = store.ids[split.test], y[split.test]
 
     s, d = tensor_descriptors(store, np.arange(len(store)))

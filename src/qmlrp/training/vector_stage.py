@@ -94,7 +94,7 @@ def train_vector_fold(fold: int, params_path: str | Path = "params.yaml", models
     store = FeatureStore.open(features)
     target = get_target(TARGET)
     y = load_labels(store, labels, target)
-    split = make_split(store, folds, int(fold), config.validation_fraction, config.seed)
+    split = make_split(store, folds, int(fold), config.validation_fraction, config.seed, config.max_train_molecules)
     ids_test, y_test = store.ids[split.test], y[split.test]
 
     d = descriptors(store, np.arange(len(store)))
