@@ -135,6 +135,26 @@ def test_load_targets_drops_doubled_and_miscounted_records_and_refuses_too_many(
         load_labels(store, table, get_target("frequencies"))
 
 
+def test_every_target_has_a_label_source_and_an_unknown_one_is_one_line(tmp_path):
+    """Labels are made by the target's source (``Target.source`` -> ``LABEL_SOURCES``): a column target reads its
+    column, a new source needs no change to load_labels, an unknown one is refused in one line."""
+    from dataclasses import replace
+
+    from qmlrp.targets import TARGETS
+    from qmlrp.targets.labels import LABEL_SOURCES, load_labels
+
+    assert {t.source for t in TARGETS.values()} <= set(LABEL_SOURCES)
+    assert {t.name for t in TARGETS.values() if t.source == "modes"} == {"frequencies", "omega1"}
+    store, table = label_table(tmp_path, [(3, WATER), (5, HCN)])
+    import pandas as pd
+
+    frame = pd.read_parquet(table).assign(alpha_bohr3=[9.5, 17.25])
+    frame.to_parquet(table)
+    np.testing.assert_array_equal(load_labels(store, table, get_target("alpha")), [9.5, 17.25])
+    with pytest.raises(QmlrpError, match="target alpha: unknown label source 'nope'; choose one of column, modes"):
+        load_labels(store, table, replace(get_target("alpha"), source="nope"))
+
+
 def test_target_statistics_survive_padding_only_modes():
     from qmlrp.training.engine import masked_labels
     from qmlrp.training.kind_training import target_statistics
