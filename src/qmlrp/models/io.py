@@ -36,6 +36,20 @@ def model_path(models_dir: str | Path, target: str, fold: int) -> Path:
     return Path(models_dir) / target / f"fold{int(fold)}.npz"
 
 
+def fold_model(models_dir: str | Path, target: str, fold: int) -> Path:
+    """The model file of ``target``'s ``fold`` in ``models_dir``: :func:`model_path`, or, in a folder
+    with a ``published.yaml``, the file of the set it chooses (a missing one raises QmlrpError)."""
+    from qmlrp.models.published import published_sets
+
+    chosen = published_sets(models_dir)
+    if chosen is None:
+        return model_path(models_dir, target, fold)
+    if target not in chosen or int(fold) not in chosen[target].folds:
+        have = f"folds {', '.join(map(str, chosen[target].folds))}" if target in chosen else "no models"
+        raise QmlrpError(f"{models_dir}: the published {target} set has {have}, not fold {int(fold)}")
+    return chosen[target].folder / f"fold{int(fold)}.npz"
+
+
 def save_model(model: GraphConvModel, path: str | Path, half: bool = True) -> None:
     """Write ``model`` to ``path`` (``.npz``) atomically: weights only, no optimiser state, no code.
 
@@ -80,8 +94,15 @@ def load_model(path: str | Path) -> GraphConvModel:
 
 
 def find_models(models_dir: str | Path) -> dict[str, list[tuple[int, Path]]]:
-    """``{target: [(fold, path), ...]}`` for every ``<models_dir>/<target>/fold<k>.npz``."""
+    """``{target: [(fold, path), ...]}`` for every ``<models_dir>/<target>/fold<k>.npz``, or, when the
+    folder has a ``published.yaml``, for the set of each target that it chooses
+    (:mod:`qmlrp.models.published`)."""
+    from qmlrp.models.published import published_sets
+
     root = Path(models_dir)
+    chosen = published_sets(root)
+    if chosen is not None:
+        return {target: [(k, s.folder / f"fold{k}.npz") for k in s.folds] for target, s in chosen.items()}
     found: dict[str, list[tuple[int, Path]]] = {}
     if not root.is_dir():
         return found

@@ -46,8 +46,10 @@ def _register_explain(app: typer.Typer) -> None:
             raise QmlrpError(f"--out {out}: is a file; give a folder for the pictures")
         models_dir, published = paths.models_to_use(models_dir)
         if published:
+            from qmlrp.models.io import fold_model
+
             typer.echo(f"note: no models in {paths.MODELS}/: explaining the published full-QM9 {target} model of "
-                       f"fold {fold} ({models_dir / target / f'fold{fold}.npz'})", err=True)
+                       f"fold {fold} ({fold_model(models_dir, target, fold)})", err=True)
         # featurizing forks crash-isolated children: do it before anything imports Keras / TensorFlow
         from qmlrp.relevance.user_files import featurize_for_explain
 

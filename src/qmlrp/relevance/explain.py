@@ -571,7 +571,7 @@ def explain_files(files: list[Path], target: str, rule: str, out: Path, models_d
     output or model (nothing can be drawn then).
     """
     from qmlrp.features.pairs import make_batch
-    from qmlrp.models.io import load_model, model_path
+    from qmlrp.models.io import fold_model, load_model
     from qmlrp.relevance.model_lrp import ModelLRP
     from qmlrp.relevance.plots import molecule_figure
     from qmlrp.relevance.rules import get_rule, stable
@@ -587,7 +587,7 @@ def explain_files(files: list[Path], target: str, rule: str, out: Path, models_d
 
         featurized = featurize_for_explain(files, target)
     spec, kept, failures = featurized
-    model = load_model(model_path(models_dir, spec.name, fold))
+    model = load_model(fold_model(models_dir, spec.name, fold))
     if not kept:
         return [], failures
     stems: dict[str, int] = {}

@@ -110,13 +110,22 @@ def locate_models(models_dir: str | Path, targets: Sequence[str] | None = None,
     return found, missing
 
 
-def describe_published(found: dict[str, list[tuple[int, Path]]]) -> str:
-    """``alpha: 10 fold models, zpve: 3 fold models (folds 0, 1, 2)`` -- what an ensemble holds."""
+def describe_published(found: dict[str, list[tuple[int, Path]]], models_dir: str | Path | None = None) -> str:
+    """``alpha: 10 fold models (alpha; long/alpha has 3 of 10 folds, not used yet); zpve: 3 fold models (folds 0, 1, 2)`` -- what an ensemble
+    holds; with ``models_dir``, the folder of each set when its manifest chose among several, and
+    the better sets it passed over because they are not complete yet."""
+    from qmlrp.models.published import published_sets
+
+    chosen = (published_sets(models_dir) or {}) if models_dir is not None else {}
     parts = []
     for target, models in found.items():
         folds = [k for k, _ in models]
-        which = "" if folds == list(range(10)) else f" (fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))})"
-        parts.append(f"{target}: {len(folds)} fold model{'s' if len(folds) > 1 else ''}{which}")
+        which = [] if folds == list(range(10)) else [f"fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))}"]
+        if target in chosen:
+            which.insert(0, chosen[target].name)
+            which += list(chosen[target].passed_over)
+        detail = f" ({'; '.join(which)})" if which else ""
+        parts.append(f"{target}: {len(folds)} fold model{'s' if len(folds) > 1 else ''}{detail}")
     return "; ".join(parts)
 
 
@@ -313,7 +322,7 @@ def register(app: typer.Typer) -> None:
         found, _ = locate_models(models_dir, None, folds, allow_missing_folds)  # fail early, before any work
         if published:
             typer.echo(f"note: no models in {paths.MODELS}/: using the published full-QM9 ensemble "
-                       f"({describe_published(found)})", err=True)
+                       f"({describe_published(found, models_dir)})", err=True)
         check_model_files(found)
         if spectrum is not None and "frequencies" not in found:
             raise QmlrpError(f"--spectrum: {models_dir} has no frequencies model (run `dvc repro train` for it)")
