@@ -169,6 +169,15 @@ def test_n_outputs_must_match_the_arrays(model, tmp_path) -> None:
     assert str(err.value) == f"{path}: its architecture has 67,000,012,866 weights but the file holds 12,933"
 
 
+def test_an_unknown_head_is_named(model, tmp_path) -> None:
+    save_model(model, tmp_path / "fold0.npz")
+    path = rewritten(tmp_path / "fold0.npz", tmp_path / "odd.npz", header=lambda h: h["metadata"].update(head="spline"))
+    with pytest.raises(QmlrpError) as err:
+        load_model(path)
+    assert str(err.value) == (f"{path}: malformed model configuration (unknown head 'spline'; known: "
+                              "equivariant_vector, equivariant_tensor)")
+
+
 def test_an_array_header_declaring_a_huge_shape_is_refused_before_reading(model, tmp_path) -> None:
     """The .npy header of w000 claims 4e13 values (146 TiB): refused from the header, nothing allocated."""
     import zipfile

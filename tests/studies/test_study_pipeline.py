@@ -28,6 +28,7 @@ def test_study_matrix_on_a_local_dask_cluster_then_dvc_repro_only_evaluates(tmp_
                            model={**params["train"]["model"], "head_units": [32], "embedding_width": 16})
     params["cluster"] = {"scheduler": "local", "workers": 2, "threads_per_worker": 1}
     params["epochs_curve"]["epochs"] = [2]
+    params["epochs_curve_spectra"]["epochs"] = [2]
     params["long"].update(folds=[0], epochs=2)
     params["autoencoder"].update(epochs=2, batch_size=16, finetune_epochs=1, pca_molecules=30, lrp_molecules=4,
                                  distortion_sd=[0.3], outside_smiles=["c1ccc2ccccc2c1", "CC(=O)Nc1ccc(O)cc1"])
@@ -43,8 +44,13 @@ def test_study_matrix_on_a_local_dask_cluster_then_dvc_repro_only_evaluates(tmp_
     out = run(["dvc", "repro"], study)
     assert "Running stage 'train@" not in out and "Running stage 'evaluate'" in out, out
     assert "Running stage 'autoencoder'" in out, out
-    curve = json.loads((study / "metrics" / "epochs_curve.json").read_text())  # fold 0 at 1 and 2 epochs
-    assert [b["epochs"] for b in curve["budgets"]] == [1, 2] and curve["fit"] is None
+    curve = json.loads((study / "metrics" / "epochs_curve.json").read_text())  # fold 0 at 1 and 2 epochs, and long's 2
+    assert [(b["epochs"], b["run"]) for b in curve["budgets"]] == [
+        (1, "results/alpha/fold0"), (2, "results/epochs/e2/alpha/fold0"), (2, "results/long/alpha/fold0")]
+    omega1 = json.loads((study / "metrics" / "epochs_curve_omega1.json").read_text())  # train_spectra's, then 2 epochs
+    assert [(b["epochs"], b["run"]) for b in omega1["budgets"]] == [
+        (1, "results/spectra/omega1/fold0"), (2, "results/epochs-spectra/e2/omega1/fold0")]
+    assert omega1["target"] == "omega1" and omega1["bar"] == 3.15 and (study / "plots/epochs_curve_omega1/omega1.png").exists()
     long = json.loads((study / "metrics" / "evaluate_long.json").read_text())  # alpha fold 0 at long.epochs
     assert long["alpha"]["n_folds"] == 1 and long["protocol"]["folds_run"] == 1 and "zpve" not in long
     assert json.loads((study / "results" / "long" / "alpha" / "fold0" / "run.json").read_text())["epochs_run"] == 2

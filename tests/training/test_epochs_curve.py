@@ -51,3 +51,24 @@ def test_a_bar_below_the_asymptote_is_not_reachable_and_two_budgets_give_no_fit(
 def test_no_run_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(QmlrpError, match="no run of alpha fold 0"):
         run_epochs_curve("alpha", 0, 0.227, "bohr^3", tmp_path, tmp_path / "m.json", tmp_path / "p")
+
+
+def test_every_run_of_the_model_under_results_is_a_budget(tmp_path: Path) -> None:
+    """The study's own budget wherever its stage writes it (results/spectra/ for omega1), the curve's
+    stages (results/epochs-spectra/e<E>/) and train_long's (results/long/); other models are not read."""
+    results = tmp_path / "results"
+    write_run(results / "spectra" / "omega1" / "fold0", 12, curve(12), 0.3)
+    write_run(results / "epochs-spectra" / "e24" / "omega1" / "fold0", 24, curve(24), 0.6)
+    write_run(results / "long" / "omega1" / "fold0", 72, curve(72), 1.8)
+    write_run(results / "spectra" / "omega1" / "fold1", 12, 9.0, 0.3)  # another fold
+    write_run(results / "spectra" / "frequencies" / "fold0", 12, 17.6, 0.3)  # another target
+    m = run_epochs_curve("omega1", 0, 0.3, "cm^-1", results, tmp_path / "m.json", tmp_path / "plots")
+    assert [(r["epochs"], Path(r["run"]).relative_to(results).parts[0]) for r in m["budgets"]] == [
+        (12, "spectra"), (24, "epochs-spectra"), (72, "long")]
+    assert m["fit"]["a"] == pytest.approx(0.2, abs=1e-3) and m["bar_met_by"] == [72]
+    assert (tmp_path / "plots" / "omega1.csv").read_text().count("\n") == 4  # header + 3 budgets
+
+
+def test_two_runs_of_one_budget_are_not_three_budgets() -> None:
+    rows = [{"epochs": e, "test_mae": curve(e), "cpu_hours": 0.03 * e} for e in (12, 24, 24)]
+    assert summarize(rows, 0.227)["fit"] is None

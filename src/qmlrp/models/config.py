@@ -3,6 +3,7 @@ import: cheap to load, and safe before `predict` forks)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,16 @@ def _positive_int(key: str, value: Any) -> None:
 
 
 
+HEAD_WEIGHT_COUNTS: dict[str | None, Callable[[ModelConfig, dict[str, Any]], int]] = {
+    None: lambda config, meta: config.weight_count(int(meta.get("n_outputs", 1))),  # the invariant MLP head
+    "equivariant_vector": lambda config, meta: config.vector_weight_count(int(meta.get("n_vectors", 2))),
+    # the tensor head's 2 per-atom scalars (isotropic, traceless) and 2 scales weigh as much as 2 vectors'
+    "equivariant_tensor": lambda config, meta: config.vector_weight_count(2),
+}
+"""Weights a model file's architecture must hold, by the ``head`` of its metadata (None: the scalar or
+padded-vector MLP head; ``n_outputs`` and ``n_vectors`` from the metadata)."""
+
+
 def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, Any] | None, list[str], list[Any]]:
     """``(config, metadata, weight names, arrays)`` of a Weave model's ``.npz`` weights file, checked
     without Keras (so ``predict`` can check its models before it forks): the file
@@ -165,14 +176,12 @@ def read_model_file(path: str | Path) -> tuple[ModelConfig, dict[str, Any] | Non
     try:
         config = ModelConfig.from_params(header["config"])
         metadata = header.get("metadata")
-        n_outputs = int((metadata or {}).get("n_outputs", 1))
         head = metadata.get("head") if isinstance(metadata, dict) else None
-        vector = head in ("equivariant_vector", "equivariant_tensor")
-        # the tensor head's 2 per-atom scalars (isotropic, traceless) and 2 scales weigh as much as 2 vectors'
-        n_vectors = 2 if head == "equivariant_tensor" else int(metadata.get("n_vectors", 2)) if vector else 0
+        if head not in HEAD_WEIGHT_COUNTS:
+            raise ValueError(f"unknown head {head!r}; known: {', '.join(k for k in HEAD_WEIGHT_COUNTS if k)}")
+        declared = HEAD_WEIGHT_COUNTS[head](config, metadata or {})
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise QmlrpError(f"{path}: malformed model configuration ({err})") from None
-    declared = config.vector_weight_count(n_vectors) if vector else config.weight_count(n_outputs)
     present = sum(int(a.size) for a in arrays)
     if declared != present:
         raise QmlrpError(f"{path}: its architecture has {declared:,} weights but the file holds {present:,}")

@@ -105,6 +105,11 @@ def _register_epochs_curve(app: typer.Typer) -> None:
     @app.command("epochs-curve")
     def epochs_curve_command(
         params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (sections epochs_curve, evaluate)."),
+        section: str = typer.Option("epochs_curve", "--section", help="The params section naming target, fold, epochs."),
+        bars: Path | None = typer.Option(None, "--bars", help="File whose evaluate.thresholds hold the bar (default: --params)."),
+        results: Path = typer.Option(Path("results"), "--results-dir", help="Searched for <target>/fold<k>/run.json."),
+        metrics: Path = typer.Option(Path("metrics/epochs_curve.json"), "--metrics", help="The metrics file to write."),
+        plots: Path = typer.Option(Path("plots/epochs_curve"), "--plots-dir", help="Writes <target>.csv and .png here."),
     ) -> None:
         """Test MAE against epoch budgets of one (target, fold); the epochs and CPU-hours a bar needs."""
         from qmlrp.params import parse_section, stage_params
@@ -112,10 +117,10 @@ def _register_epochs_curve(app: typer.Typer) -> None:
         from qmlrp.targets import get_target
         from qmlrp.training.epochs_curve import EpochsCurveParams, run_epochs_curve
 
-        cfg = parse_section(EpochsCurveParams, "epochs_curve", stage_params("epochs_curve", params))
+        cfg = parse_section(EpochsCurveParams, section, stage_params(section, params))
         target = get_target(cfg.target)
-        m = run_epochs_curve(cfg.target, cfg.fold, EvaluateConfig.load(params).thresholds.get(cfg.target),
-                             target.units)
+        m = run_epochs_curve(cfg.target, cfg.fold, EvaluateConfig.load(bars or params).thresholds.get(cfg.target),
+                             target.units, results, metrics, plots)
         curve = ", ".join(f"{r['epochs']} epochs {r['test_mae']:.4g}" for r in m["budgets"])
         typer.echo(f"{cfg.target} fold {cfg.fold}: {curve} {target.units}; epochs for the bar: "
                    f"{m.get('epochs_for_bar', 'n/a')}")

@@ -1,9 +1,10 @@
 """Test MAE against training epochs for one (target, fold) of a study, and what a bar would take.
 
 The same model trained for several epoch budgets (each its own cosine schedule to the end, so a
-longer run is not a continuation of a shorter one): ``results/<target>/fold<k>/run.json`` (the
-study's own budget) and ``results/epochs/e<E>/<target>/fold<k>/run.json`` (the ``epochs_curve``
-stage). Writes the curve (``plots/epochs_curve/<target>.csv`` and ``.png``) and
+longer run is not a continuation of a shorter one): every ``results/**/<target>/fold<k>/run.json`` of
+the study -- its own budget (``results/<target>/``, ``results/spectra/<target>/``), the longer ones of
+the ``epochs_curve`` stages (``results/epochs/e<E>/``, ``results/epochs-spectra/e<E>/``) and of
+``train_long`` (``results/long/``). Writes the curve (``<plots>/<target>.csv`` and ``.png``) and
 ``metrics/epochs_curve.json``: per budget the test MAE and CPU-hours, and a fit
 ``MAE(E) = a + b E^-c`` (scipy ``curve_fit``; with three budgets it passes through them) giving the
 asymptote ``a`` and the budget where the fit crosses the bar, with the CPU-hours that budget costs
@@ -28,8 +29,9 @@ from qmlrp.io import write_csv, write_json
 
 @dataclass(frozen=True)
 class EpochsCurveParams:
-    """``params.yaml`` section ``epochs_curve``: which model is trained longer, and for how many epochs
-    (each a stage ``epochs_curve@<E>``; the study's own budget is the first point)."""
+    """``params.yaml`` section ``epochs_curve`` (or another of the same form, e.g.
+    ``epochs_curve_spectra``): which model is trained longer, and for how many epochs (each a stage
+    ``epochs_curve@<E>``; the study's own budget is the first point)."""
 
     target: str = "alpha"
     fold: int = 0
@@ -37,29 +39,29 @@ class EpochsCurveParams:
 
 
 def read_budgets(results: Path, target: str, fold: int) -> list[dict[str, Any]]:
-    """One row per epoch budget found: epochs, test MAE, best epoch, process CPU-hours, commit."""
-    files = [results / target / f"fold{fold}" / "run.json",
-             *sorted((results / "epochs").glob(f"e*/{target}/fold{fold}/run.json"))]
+    """One row per run of ``target``'s ``fold`` under ``results`` (any depth): epochs, test MAE, best
+    epoch, process CPU-hours, commit; sorted by epochs."""
     rows = []
-    for path in files:
-        if not path.exists():
-            continue
+    for path in sorted(results.glob(f"**/{target}/fold{fold}/run.json")):
         run = json.loads(path.read_text())
+        if run.get("target", target) != target:
+            continue
         cpu = run.get("process_cpu_seconds")
         rows.append({"epochs": int(run["epochs_run"]), "test_mae": float(run["test_mae"]),
                      "best_epoch": int(run["best_epoch"]), "stop_reason": run.get("stop_reason"),
                      "cpu_hours": None if cpu is None else round(float(cpu) / 3600, 3),
                      "commit": run.get("commit"), "run": str(path.parent)})
     if not rows:
-        raise QmlrpError(f"{results / target / f'fold{fold}'}: no run of {target} fold {fold}")
-    return sorted(rows, key=lambda r: r["epochs"])
+        raise QmlrpError(f"{results}: no run of {target} fold {fold} (no {target}/fold{fold}/run.json below it)")
+    return sorted(rows, key=lambda r: (r["epochs"], r["run"]))
 
 
 def fit_curve(epochs: np.ndarray, mae: np.ndarray) -> tuple[float, float, float] | None:
-    """``(a, b, c)`` of ``MAE(E) = a + b E^-c`` (a >= 0, b > 0, 0 < c <= 4), or None with fewer than 3 budgets."""
+    """``(a, b, c)`` of ``MAE(E) = a + b E^-c`` (a >= 0, b > 0, 0 < c <= 4), or None with fewer than 3
+    different budgets."""
     from scipy.optimize import curve_fit
 
-    if epochs.size < 3:
+    if np.unique(epochs).size < 3:
         return None
     try:
         (a, b, c), _ = curve_fit(lambda e, a, b, c: a + b * e ** -c, epochs, mae,
