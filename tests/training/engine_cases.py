@@ -101,6 +101,8 @@ def test_resumes_after_a_kill_with_nothing_finished_lost(store: FeatureStore, tm
     seen: list[int] = []
     resumed = fit(store, [a, b], cfg, checkpoint=ckpt, on_epoch=lambda k, row: seen.append(row["epoch"]), log=False)
     assert seen == [3, 3]  # epochs 1 and 2 came from the checkpoint
+    # the killed process's two epochs of CPU are carried over (run.json adds them to its own)
+    assert reference[0].cpu_seconds_before_resume == 0.0 and resumed[0].cpu_seconds_before_resume > 0.0
     for r1, r2 in zip(resumed, reference):
         assert [h["val_mae"] for h in r1.history] == pytest.approx([h["val_mae"] for h in r2.history], rel=1e-6)
         for w1, w2 in zip(weights(r1), weights(r2)):

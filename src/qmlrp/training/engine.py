@@ -101,6 +101,8 @@ class FitResult:
     fit_seconds: float
     target_mean: float | list[float]
     target_std: float | list[float]
+    cpu_seconds_before_resume: float = 0.0
+    """The training loop's CPU-seconds in earlier processes up to the checkpoint it resumed from (0: not resumed)."""
 
 
 @dataclass
@@ -320,10 +322,13 @@ class _Progress:
     schedules: list[Any]
     epoch: int = 0
     elapsed: float = 0.0
+    cpu: float = 0.0
+    """CPU-seconds of the training loop over every process so far (a resumed run adds the earlier ones')."""
 
     def meta(self) -> dict[str, Any]:
         """The JSON part of a checkpoint."""
-        return {"epoch": self.epoch, "elapsed": self.elapsed, "histories": self.histories, "best": self.best,
+        return {"epoch": self.epoch, "elapsed": self.elapsed, "cpu": self.cpu, "histories": self.histories,
+                "best": self.best,
                 "best_epoch": self.best_epoch, "stopped": self.stopped,
                 "schedules": [s.state() for s in self.schedules]}
 
@@ -400,6 +405,7 @@ def _resume(state: dict[str, Any], weights: _Weights, progress: _Progress, n_tv:
     progress.histories, progress.best = meta["histories"], meta["best"]
     progress.best_epoch, progress.stopped = meta["best_epoch"], meta["stopped"]
     progress.epoch, progress.elapsed = int(meta["epoch"]), float(meta["elapsed"])
+    progress.cpu = float(meta.get("cpu", 0.0))  # checkpoints written before it was recorded: unknown, 0
     return weights, progress
 
 
@@ -482,8 +488,10 @@ def _end_epoch(runs: Sequence[ModelRun], progress: _Progress, loss_sum: np.ndarr
 
 
 def _results(runs: Sequence[ModelRun], models: Sequence[Any], w: _Weights, progress: _Progress,
-             means: Sequence[np.ndarray], stds: np.ndarray, fit_seconds: float) -> list[FitResult]:
-    """Each model with its best weights (the last ones if no epoch improved) and its record."""
+             means: Sequence[np.ndarray], stds: np.ndarray, fit_seconds: float,
+             cpu_before: float = 0.0) -> list[FitResult]:
+    """Each model with its best weights (the last ones if no epoch improved) and its record;
+    ``cpu_before``: the training loop's CPU-seconds in earlier processes (0 unless resumed)."""
     results = []
     for k, (run, model) in enumerate(zip(runs, models)):
         bw = progress.best_weights[k] or (_slice(w.tv, k), _slice(w.ntv, k))
@@ -495,7 +503,8 @@ def _results(runs: Sequence[ModelRun], models: Sequence[Any], w: _Weights, progr
                                  best_epoch=int(progress.best_epoch[k]), best_val_mae=float(progress.best[k]),
                                  epochs_run=len(progress.histories[k]),
                                  stop_reason=progress.stopped[k] or "max epochs", fit_seconds=round(fit_seconds, 1),
-                                 target_mean=_statistic(means[k]), target_std=_statistic(stds[k])))
+                                 target_mean=_statistic(means[k]), target_std=_statistic(stds[k]),
+                                 cpu_seconds_before_resume=round(cpu_before, 1)))
     return results
 
 
@@ -559,9 +568,10 @@ def train_program(
         w, progress = _resume(state, w, progress, n_tv, n_ntv, config.ema_decay)
         if log:
             print(f"fit: resumed {k_models} model(s) at epoch {progress.epoch} from {ckpt.path}", file=sys.stderr)
-    elapsed_before = progress.elapsed
+    elapsed_before, cpu_before = progress.elapsed, progress.cpu
     time_limit = None if config.time_limit_minutes is None else 60.0 * float(config.time_limit_minutes)
     t_start = last_save = time.perf_counter()
+    cpu_start = time.process_time()
     while progress.epoch < config.epochs and not all(progress.stopped):
         t_epoch = time.perf_counter()
         w, loss_sum, train_mae = _train_epoch(runs, batches, train_step, w, progress, std_arr, batch_size)
@@ -570,6 +580,7 @@ def train_program(
         progress.epoch += 1
         now = time.perf_counter()
         progress.elapsed = elapsed_before + now - t_start
+        progress.cpu = cpu_before + time.process_time() - cpu_start
         _end_epoch(runs, progress, loss_sum, train_mae, val_mae, weights, w.ntv, now - t_epoch, config, on_epoch)
         if time_limit is not None and progress.elapsed + (now - t_epoch) > time_limit:
             progress.stopped = [s or "time limit" for s in progress.stopped]
@@ -581,7 +592,7 @@ def train_program(
             ckpt.save({**w.arrays(), **progress.best_arrays()}, progress.meta())
             last_save = time.perf_counter()
     return _results(runs, models, w, progress, program.means, program.stds,
-                    elapsed_before + time.perf_counter() - t_start)
+                    elapsed_before + time.perf_counter() - t_start, cpu_before)
 
 
 def _statistic(value: np.ndarray) -> float | list[float]:

@@ -215,7 +215,9 @@ def train_program(
                             Path(results_dir) / target / f"fold{fold}",
                             {"models_in_program": len(runs), "hardware": where, **version,
                              "total_seconds": round(time.perf_counter() - t0, 1),
-                             "process_cpu_seconds": round(time.process_time() - cpu0, 1)})
+                             # this process and, for a resumed run, the earlier ones' training loops
+                             "process_cpu_seconds": round(time.process_time() - cpu0 + result.cpu_seconds_before_resume, 1),
+                             "cpu_seconds_before_resume": result.cpu_seconds_before_resume})
         summaries.append(summary)
     if checkpoint is not None:  # the run is written: a finished program is never resumed
         Path(checkpoint).unlink(missing_ok=True)
