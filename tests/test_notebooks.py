@@ -15,7 +15,19 @@ FAST = ["01_data_and_features.ipynb"]
 @pytest.mark.integration
 @pytest.mark.parametrize("name", FAST)
 def test_notebook_runs(name: str) -> None:
-    run_notebook(name, timeout=600)
+    outputs, text = run_notebook(name, timeout=600)
+    if name == "01_data_and_features.ipynb":  # its last section reads the full study's committed record
+        study = REPO / "studies" / "qm9-full" / "metrics"
+        record = json.loads((study / "evaluate.json").read_text())
+        assert f"{record['alpha']['mae_mean']:.4g} ± {record['alpha']['mae_sd']:.2g} bohr^3" in text
+        assert f"{record['zpve']['mae_mean']:.4g} ± {record['zpve']['mae_sd']:.2g} eV" in text
+        if (study / "evaluate_long.json").exists():
+            long = json.loads((study / "evaluate_long.json").read_text())["alpha"]
+            n = long["n_folds"]
+            assert f"{n} of 10" in text and (n == 10 or f"partial: " in text)
+        curve = json.loads((study / "epochs_curve.json").read_text())
+        assert f"epochs for the bar: {curve['epochs_for_bar']}" in text
+        assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
 
 
 COMMITTED = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
