@@ -3,7 +3,10 @@
 # commit, and commit each finished model's record to the main checkout at once.
 #
 #   studies/qm9-full/background.sh WORKTREE CHECKOUT STAGE...    e.g. train@alpha-1 epochs_curve@24
+#   studies/qm9-full/background.sh WORKTREE CHECKOUT              the stages of CHECKOUT's studies/qm9-full/queue
 #
+# The queue file lists the study's background work in order (one stage a line, # comments); stages already
+# recorded are skipped, so the same command resumes the queue in every session.
 # WORKTREE: `git worktree add --detach WORKTREE <commit>` of CHECKOUT, with the study's data built
 # there (`dvc repro split` in WORKTREE/studies/qm9-full). The job runs WORKTREE's code (PYTHONPATH),
 # so edits in CHECKOUT never reach a running model. Before each model, if CHECKOUT/../study.commit
@@ -18,6 +21,11 @@
 set -uo pipefail
 WT=$(cd "$1" && pwd); MAIN=$(cd "$2" && pwd); shift 2
 STUDY=studies/qm9-full
+if [ $# -eq 0 ]; then  # no stage named: the queue
+  [ -f "$MAIN/$STUDY/queue" ] || { echo "background: no stage given and no $MAIN/$STUDY/queue" >&2; exit 2; }
+  mapfile -t queued < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$MAIN/$STUDY/queue")
+  set -- "${queued[@]}"
+fi
 VENV=${QMLRP_VENV:-$MAIN/.venv}
 export PATH=$VENV/bin:$PATH PYTHONPATH=$WT/src DVC_NO_ANALYTICS=1
 
