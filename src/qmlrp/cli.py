@@ -78,6 +78,7 @@ COMMANDS: dict[str, str] = {  # sub-command -> the module whose ``register(app)`
     "compare-explanations": "qmlrp.relevance.commands",
     "explain-beta-vector": "qmlrp.relevance.commands",
     "compare-folds": "qmlrp.relevance.commands",
+    "compare-budgets": "qmlrp.relevance.commands",
     "label-beta": "qmlrp.labels.commands",
     "dalton-write": "qmlrp.labels.commands",
     "dalton-read": "qmlrp.labels.commands",

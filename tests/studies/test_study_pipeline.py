@@ -65,6 +65,11 @@ def test_study_matrix_on_a_local_dask_cluster_then_dvc_repro_only_evaluates(tmp_
             assert record["epochs_run"] == 1 and record["models_in_program"] == 1
             assert len(record["commit"]) == 40 and record["process_cpu_seconds"] > 0
     check_autoencoder(study)
+    budgets = json.loads((study / "metrics" / "compare_budgets.json").read_text())  # alpha fold 0 at 1 and 2 epochs
+    assert budgets["folds_compared"] == [0] and budgets["budgets"]["12 epochs"]["folds"] == [0, 1]
+    assert budgets["between_folds"]["short"]["spearman"]["n"] == 1 and budgets["between_folds"]["long"] is None
+    assert -1.0 <= budgets["same_fold"]["spearman"]["mean"] <= 1.0
+    assert (study / "metrics" / "explain_long" / "fold0" / "explain_alpha.json").exists()
     # a second call has nothing to do; the root pipeline is untouched by the study's run
     assert "every model is up to date" in run(["python", "-m", "qmlrp", "train-matrix"], study)
     assert not (repo / "data" / "qm9.parquet").exists()

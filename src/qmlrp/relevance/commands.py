@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
     _register_compare_explanations(app)
     _register_explain_beta_vector(app)
     _register_compare_folds(app)
+    _register_compare_budgets(app)
 
 
 def _register_explain(app: typer.Typer) -> None:
@@ -137,6 +138,27 @@ def _register_compare_folds(app: typer.Typer) -> None:
         for target, h in m["geometric_vs_electronic"].items():
             typer.echo(f"{target}: predicted {h['predicted_higher']} types higher; holds in {h['holds_in_folds']} "
                        f"of {len(h['folds'])} folds")
+
+
+def _register_compare_budgets(app: typer.Typer) -> None:
+    @app.command("compare-budgets")
+    def compare_budgets_command(
+        params: Path = typer.Option(Path("params.yaml"), "--params", help="Parameter file (section compare_budgets)."),
+    ) -> None:
+        """One target's explanations after two training budgets, against the spread of retraining."""
+        from qmlrp.params import stage_params
+        from qmlrp.relevance.budget_compare import BudgetCompareConfig, run_compare_budgets
+
+        m = run_compare_budgets(BudgetCompareConfig.from_params(stage_params("compare_budgets", params)))
+        same, between = m["same_fold"]["spearman"], m["between_folds"]["short"]
+        reference = "n/a" if between is None else \
+            f"{between['spearman']['mean']:.2f} (min {between['spearman']['min']:.2f})"
+        typer.echo(f"{m['target']}: Spearman rho of the two budgets' profiles, same fold {same['mean']:.2f} "
+                   f"(min {same['min']:.2f}) over {same['n']} folds; between retrained models {reference}")
+        for label, h in m["geometric_vs_electronic"].items():
+            if h is not None:
+                typer.echo(f"{label}: predicted {h['predicted_higher']} types higher; holds in "
+                           f"{h['holds_in_folds']} of {len(h['folds'])} folds")
 
 
 def _register_explain_beta_vector(app: typer.Typer) -> None:
