@@ -26,7 +26,7 @@ def runner(worktree: Path, checkout: Path, *stages: str) -> subprocess.Completed
                TF_CPP_MIN_LOG_LEVEL="2", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")
     return subprocess.run(["bash", str(checkout / STUDY / "background.sh"), str(worktree), str(checkout), *stages],
-                          capture_output=True, text=True, env=env, timeout=1200)
+                          check=False, capture_output=True, text=True, env=env, timeout=1200)
 
 
 def log(repo: Path) -> list[str]:

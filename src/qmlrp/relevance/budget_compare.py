@@ -34,7 +34,11 @@ from qmlrp.figures import saved_figure
 from qmlrp.io import write_csv, write_json
 from qmlrp.params import parse_section
 from qmlrp.relevance.compare import SIMILARITIES
-from qmlrp.relevance.fold_compare import folds_present, hypothesis_over_folds, read_profiles
+from qmlrp.relevance.fold_compare import (
+    folds_present,
+    hypothesis_over_folds,
+    read_profiles,
+)
 from qmlrp.relevance.summary import FEATURE_TYPES
 
 PLOTS = Path("plots/compare_budgets")
