@@ -111,9 +111,9 @@ def locate_models(models_dir: str | Path, targets: Sequence[str] | None = None,
 
 
 def describe_published(found: dict[str, list[tuple[int, Path]]], models_dir: str | Path | None = None) -> str:
-    """``alpha: 10 fold models (alpha; long/alpha has 3 of 10 folds, not used yet); zpve: 3 fold models (folds 0, 1, 2)`` -- what an ensemble
-    holds; with ``models_dir``, the folder of each set when its manifest chose among several, and
-    the better sets it passed over because they are not complete yet."""
+    """What an ensemble holds, e.g. ``alpha: 10 fold models (alpha; long/alpha has 3 of 10 folds, not used
+    yet); omega1: 1 fold model (spectra/omega1; fold 0)``: with ``models_dir`` holding a manifest, the set
+    of each target it chose and the better sets it passed over because they are not complete yet."""
     from qmlrp.models.published import published_sets
 
     chosen = (published_sets(models_dir) or {}) if models_dir is not None else {}
