@@ -106,3 +106,28 @@ def test_atom_parts_sum_to_the_predicted_beta_parallel(model, inputs):
     beta_par = 0.6 * np.einsum("ni,ni->n", y[:, 3:], y[:, :3]) / np.linalg.norm(y[:, :3], axis=1)
     sums = np.bincount(inputs["atom_molecule"], weights=parts, minlength=len(COUNTS))
     np.testing.assert_allclose(sums, beta_par, rtol=1e-4, atol=1e-4)
+
+
+def test_an_ensemble_is_explained_as_the_mean_of_its_members(model, inputs):
+    """Two networks: the relevance of beta_par of their mean vectors (one functional from the ensemble's
+    mu_hat) is conserved to that beta_par, and its atom parts sum to it exactly."""
+    from qmlrp.relevance.vector_explain import atom_parts, ensemble_relevance
+
+    other = build_vector_model(SMALL, metadata={})
+    rng = np.random.default_rng(1)
+    for w in other.trainable_weights:
+        w.assign(rng.normal(0, 0.4, w.shape).astype(np.float32))
+    other.head.scaling.set_scales([0.8, 40.0])
+    members = [model, other]
+    y = np.mean([np.asarray(m(inputs, training=False), np.float64) for m in members], axis=0)
+    beta_par = 0.6 * np.einsum("ni,ni->n", y[:, 3:], y[:, :3]) / np.linalg.norm(y[:, :3], axis=1)
+    singles = [0.6 * np.einsum("ni,ni->n", v[:, 3:], v[:, :3]) / np.linalg.norm(v[:, :3], axis=1)
+               for v in (np.asarray(m(inputs, training=False), np.float64) for m in members)]
+    assert np.abs(beta_par - np.mean(singles, axis=0)).max() > 1e-3 * np.abs(beta_par).max()  # not the mean of beta_par
+    coef, e = ensemble_relevance([ModelLRP(m, dtype="float64", compile=False) for m in members], inputs,
+                                 np.arange(len(COUNTS)))
+    np.testing.assert_allclose(e.output, beta_par, rtol=1e-5)
+    assert e.conservation_error().max() <= 1e-9 * np.abs(beta_par).max()
+    parts = np.mean([atom_parts(m, inputs, coef) for m in members], axis=0)
+    sums = np.bincount(inputs["atom_molecule"], weights=parts, minlength=len(COUNTS))
+    np.testing.assert_allclose(sums, beta_par, rtol=1e-4, atol=1e-4)

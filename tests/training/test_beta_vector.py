@@ -160,3 +160,111 @@ def test_max_train_molecules_reaches_the_split(monkeypatch, tmp_path):
         vector_stage.train_vector_fold(0, REPO_PARAMS, tmp_path / "m", tmp_path / "r",
                                        config=replace(config, max_train_molecules=104), log=False)
     assert seen["max"] == 104
+
+
+def test_members_setting_is_read_and_bad_values_are_one_line(tmp_path):
+    """``train_beta_vector.members``: networks per fold (default 1); a non-integer, 0 or a tensor-section
+    ``members`` is refused in one line naming the key."""
+    import yaml
+
+    from qmlrp.errors import QmlrpError
+    from qmlrp.training.vector_stage import stage_settings
+    from tests.training.conftest import REPO_PARAMS
+
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    path = tmp_path / "params.yaml"
+    params["train_beta_vector"].pop("members", None)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert stage_settings(path).members == 1
+    params["train_beta_vector"]["members"] = 3
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = stage_settings(path)
+    assert settings.members == 3 and settings.config.epochs == 80  # not a train key: the rest is read as before
+    for bad in (0, 2.5, "five", True):
+        params["train_beta_vector"]["members"] = bad
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        with pytest.raises(QmlrpError, match=r"train_beta_vector\.members: .* is not a whole number of networks"):
+            stage_settings(path)
+    params["train_beta_vector"]["members"] = 1
+    params["train_alpha_tensor"]["members"] = 2
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(QmlrpError, match=r"train_alpha_tensor\.members: only the vector head"):
+        stage_settings(path, section="train_alpha_tensor")
+
+
+def test_a_seed_ensemble_fold_writes_its_members_and_averages_them(small_data, tmp_path):
+    """``fit_equivariant_fold(..., members=3)``: three networks of seeds seed + fold + 1000 s (one program),
+    member 0 at the fold's model path, the others and members.json under members/fold<k>/; the test predictions
+    written are the mean of the three published (float16) files' predictions; member 0 equals a single-network
+    run of the same seed (the engine's promise: a model's result does not depend on its program's others)."""
+    from tests.training.conftest import run_in_jax
+
+    out = tmp_path / "ensemble.json"
+    run_in_jax(
+        "import json, numpy as np, pandas as pd\n"
+        "from qmlrp.data.split import make_split\n"
+        "from qmlrp.features.store import FeatureStore\n"
+        "from qmlrp.models.config import ModelConfig\n"
+        "from qmlrp.models.io import load_model\n"
+        "from qmlrp.models.members import ensemble_files\n"
+        "from qmlrp.targets import get_target\n"
+        "from qmlrp.training.config import TrainConfig\n"
+        "from qmlrp.training.equivariant_fold import fit_equivariant_fold\n"
+        "from qmlrp.training.vector_fit import predict_vectors\n"
+        "from qmlrp.training.vector_stage import write_vector_predictions\n"
+        f"root = {str(small_data)!r}\n"
+        f"tmp = {str(tmp_path)!r}\n"
+        "store = FeatureStore.open(root + '/data/features')\n"
+        "rng = np.random.default_rng(0)\n"
+        "y = rng.normal(size=(len(store), 6))\n"
+        "split = make_split(store, root + '/data/folds.parquet', 2, 0.2, 5)\n"
+        "model = ModelConfig(depth=1, atom_width=8, pair_width=8, atom_hidden=8, pair_hidden=8, embedding_width=8,"
+        " head_units=(8,))\n"
+        "cfg = TrainConfig(epochs=2, batch_size=16, seed=7, schedule='plateau', xla_pair_bucket=512, batches='host',"
+        " model=model)\n"
+        "meta = {'target': 'beta_vector', 'fold': 2, 'architecture': {k: getattr(model, k) for k in"
+        " model.__dataclass_fields__}}\n"
+        "t = get_target('beta_vector')\n"
+        "ens = fit_equivariant_fold(store, t, y, split, cfg, meta, tmp + '/m', tmp + '/r', write_vector_predictions,"
+        " tmp + '/ck.npz', log=False, members=3)\n"
+        "one = fit_equivariant_fold(store, t, y, split, cfg, meta, tmp + '/m1', tmp + '/r1', write_vector_predictions,"
+        " tmp + '/ck1.npz', log=False)\n"
+        "files = ensemble_files(tmp + '/m', 'beta_vector', 2)\n"
+        "each = [predict_vectors(load_model(f), store, split.test) for f in files]\n"
+        "written = pd.read_parquet(tmp + '/r/beta_vector/fold2/predictions.parquet')\n"
+        "hist = pd.read_csv(tmp + '/r/beta_vector/fold2/history.csv')\n"
+        "json.dump({'files': [str(f) for f in files], 'ens_files': [str(f) for f in ens.files],\n"
+        "           'manifest': json.load(open(tmp + '/m/beta_vector/members/fold2/members.json')),\n"
+        "           'mean_error': float(np.abs(np.stack(written.y_pred.map(np.asarray)) - np.mean(each, 0)).max()),\n"
+        "           'spread': float(np.abs(each[0] - each[1]).max()),\n"
+        "           'member0_vs_single': float(np.abs(ens.member_predictions[0] - one.y_pred).max()),\n"
+        "           'scale': float(np.abs(one.y_pred).max()),\n"
+        "           'seeds': [r.name for r in ens.results], 'history_members': sorted(set(hist.member)),\n"
+        "           'single_manifest': __import__('os').path.exists(tmp + '/m1/beta_vector/members')},"
+        f" open({str(out)!r}, 'w'))\n", tmp_path)
+    got = json.loads(out.read_text())
+    base = tmp_path / "m" / "beta_vector"
+    assert got["files"] == got["ens_files"] == [str(base / "fold2.npz"), str(base / "members" / "fold2" / "member1.npz"),
+                                                str(base / "members" / "fold2" / "member2.npz")]
+    assert got["manifest"]["seeds"] == [7 + 2, 7 + 2 + 1000, 7 + 2 + 2000] and got["manifest"]["members"] == 3
+    assert got["seeds"] == ["beta_vector/fold2", "beta_vector/fold2/member1", "beta_vector/fold2/member2"]
+    assert got["history_members"] == [0, 1, 2]
+    assert got["mean_error"] < 1e-9  # the predictions written are the members' mean
+    assert got["spread"] > 1e-3  # the members differ (else the mean would be no test)
+    assert got["member0_vs_single"] < 1e-3 * got["scale"]
+    assert not got["single_manifest"]  # one network, no manifest asked for: nothing beside the fold's file
+
+
+def test_ensemble_files_reads_the_manifest_and_refuses_a_corrupt_one(tmp_path):
+    from qmlrp.errors import QmlrpError
+    from qmlrp.models.members import ensemble_files, member_path, members_dir
+
+    assert ensemble_files(tmp_path, "beta_vector", 4) == [tmp_path / "beta_vector" / "fold4.npz"]
+    manifest = members_dir(tmp_path, "beta_vector", 4) / "members.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"files": ["fold4.npz", "member1.npz"]}))
+    assert ensemble_files(tmp_path, "beta_vector", 4) == [member_path(tmp_path, "beta_vector", 4, 0),
+                                                          member_path(tmp_path, "beta_vector", 4, 1)]
+    manifest.write_text("{not json")
+    with pytest.raises(QmlrpError, match=r"members\.json: not a members manifest"):
+        ensemble_files(tmp_path, "beta_vector", 4)

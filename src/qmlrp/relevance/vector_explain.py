@@ -8,6 +8,11 @@ shares of |R| per molecule are the same summary as the explain stage's (``shares
 seed's hypothesis (beta_par's profile closer to alpha's than to ZPVE's) is re-tested on this model with
 :func:`qmlrp.relevance.compare.compare` against the published alpha and ZPVE profiles.
 
+A fold that is a seed ensemble (``train_beta_vector.members``) is explained as its mean: mu_hat is the
+ensemble's (the mean of the members' mu), and since beta_par = mean_s 3/5 beta_vec^s . mu_hat is then linear in
+each member's output, the ensemble's relevance is exactly the mean of the members' relevance for that one
+functional (atom parts the same), conserved like each member's.
+
 Each fold's model explains its own test molecules (every labelled molecule once). Outputs:
 ``plots/explain/beta_vector/shares.parquet`` (id, rule, outlier, 12 types), ``atoms.csv`` (per atom: id,
 element, its exact part of the predicted beta_par, a.u.), ``metrics/explain_beta_vector.json``.
@@ -48,27 +53,45 @@ def atom_parts(model: Any, inputs: dict[str, np.ndarray], coef: np.ndarray) -> n
     return np.sum(q * scale * np.einsum("ai,avi->av", g, c), axis=1)
 
 
-def explain_fold(model: Any, store: FeatureStore, positions: np.ndarray, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Shares (one row per molecule) and atom parts (one row per atom) of the test molecules."""
-    from qmlrp.relevance.model_lrp import ModelLRP
-    from qmlrp.relevance.rules import get_rule
-    from qmlrp.models.inputs import molecule_inputs
+def ensemble_relevance(explainers: Any, inputs: dict[str, np.ndarray], ids: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``(coef (n, 6), explanation)``: beta_par of the members' mean vectors, explained as the mean of the
+    members' LRP-eps relevance for the one functional ``coef`` built from the ensemble's mu_hat (exact: beta_par
+    of the mean is then the mean of each member's ``coef . y``). ``explainers``: a ``ModelLRP`` per member.
+    The explanation is member 0's bookkeeping with the relevance (inputs, absorbed) and output the members' means."""
+    from dataclasses import replace
 
-    lrp = ModelLRP(model)
+    from qmlrp.relevance.rules import get_rule
+
+    y = np.mean([np.asarray(lrp.model(inputs, training=False), np.float64) for lrp in explainers], axis=0)
+    coef = beta_parallel_coefficients(y)
+    explained = [lrp.explain_inputs(inputs, {RULE: get_rule(RULE)}, ids=ids, output=coef, keep=())[RULE]
+                 for lrp in explainers]
+    mean = {name: np.mean([getattr(x, name) for x in explained], axis=0)
+            for name in ("atoms", "pairs", "output", "absorbed", "absorbed_mean", "absorbed_bias")}
+    return coef, replace(explained[0], **mean)
+
+
+def explain_fold(models: Any, store: FeatureStore, positions: np.ndarray,
+                 batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Shares (one row per molecule) and atom parts (one row per atom) of the test molecules, for one model
+    or the mean of a seed ensemble (a sequence of models of the same fold)."""
+    from qmlrp.models.inputs import molecule_inputs
+    from qmlrp.relevance.model_lrp import ModelLRP
+
+    members = list(models) if isinstance(models, (list, tuple)) else [models]
+    explainers = [ModelLRP(m) for m in members]
     shares, atoms = [], []
     for s in range(0, len(positions), batch_size):
         chunk = np.asarray(positions[s:s + batch_size])
         inputs = molecule_inputs(store, chunk)
-        y = np.asarray(model(inputs, training=False), np.float64)
-        coef = beta_parallel_coefficients(y)
-        e = lrp.explain_inputs(inputs, {RULE: get_rule(RULE)}, ids=store.ids[chunk], output=coef, keep=())[RULE]
+        coef, e = ensemble_relevance(explainers, inputs, store.ids[chunk])
         sh = type_shares(e.atoms, e.pairs, e.atom_molecule, e.pair_molecule, len(chunk))
         frame = pd.DataFrame(sh, columns=list(FEATURE_TYPES))
         frame.insert(0, "outlier", False)
         frame.insert(0, "rule", RULE)
         frame.insert(0, "id", store.ids[chunk])
         shares.append(frame)
-        parts = atom_parts(model, inputs, coef)
+        parts = np.mean([atom_parts(m, inputs, coef) for m in members], axis=0)
         element = np.asarray(inputs["atom_features"])[:, : len(ELEMENTS)].argmax(axis=1)
         atoms.append(pd.DataFrame({"id": store.ids[chunk][inputs["atom_molecule"]],
                                    "element": np.asarray(ELEMENTS)[element], "part_au": parts}))
@@ -89,21 +112,23 @@ def explain_beta_vector(models_dir: str | Path = "models", explain_root: str | P
                         metrics_path: str | Path = "metrics/explain_beta_vector.json", n_folds: int = 10,
                         bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Explain every fold's model on its test molecules; compare the profile with alpha's and ZPVE's."""
-    from qmlrp.models.io import load_model, model_path
+    from qmlrp.data.split import make_split
+    from qmlrp.models.io import load_model
+    from qmlrp.models.members import ensemble_files
     from qmlrp.paths import dataset_paths
     from qmlrp.relevance.compare import Comparison, bootstrap_profiles, compare, read_shares
-    from qmlrp.data.split import make_split
 
     _, features, folds = dataset_paths("beta")
     store = FeatureStore.open(features)
-    shares, atoms = [], []
+    shares, atoms, members = [], [], []
     for fold in range(n_folds):
-        path = model_path(models_dir, "beta_vector", fold)
-        if not path.exists():
+        files = ensemble_files(models_dir, "beta_vector", fold)
+        if not files[0].exists():
             continue
-        model = load_model(path)
+        models = [load_model(path) for path in files]
+        members.append(len(models))
         test = make_split(store, folds, fold, 0.1, 0).test
-        s, a = explain_fold(model, store, test)
+        s, a = explain_fold(models, store, test)
         shares.append(s)
         atoms.append(a)
     shares_df, atoms_df = pd.concat(shares, ignore_index=True), pd.concat(atoms, ignore_index=True)
@@ -118,7 +143,7 @@ def explain_beta_vector(models_dir: str | Path = "models", explain_root: str | P
     boot = {k: bootstrap_profiles(v, bootstrap, rng) for k, v in profiles.items()}
     means = {k: v.mean(axis=0) for k, v in profiles.items()}
     result = {
-        "rule": RULE, "n_molecules": int(len(shares_df)), "folds": len(shares),
+        "rule": RULE, "n_molecules": int(len(shares_df)), "folds": len(shares), "members_per_fold": members,
         "profiles": {k: dict(zip(FEATURE_TYPES, map(float, v))) for k, v in means.items()},
         "hypothesis_beta_vector": compare(means, boot, Comparison("beta_vector", "alpha", "zpve")),
         "hypothesis_invariant_beta": compare(means, boot, Comparison("beta", "alpha", "zpve")),

@@ -85,8 +85,9 @@ def train_tensor_fold(fold: int, params_path: str | Path = "params.yaml", models
                 "frame": "QM9 coordinates (Angstrom)", "n_train": int(split.train.size),
                 "n_validation": int(split.validation.size), "n_test": int(split.test.size),
                 "architecture": asdict(config.model)}
-    result, y_pred, file = fit_equivariant_fold(store, target, y, split, config, metadata, models_dir, results_dir,
-                                                write_tensor_predictions, checkpoint, log)
+    trained = fit_equivariant_fold(store, target, y, split, config, metadata, models_dir, results_dir,
+                                   write_tensor_predictions, checkpoint, log)
+    result, y_pred, file = trained.results[0], trained.y_pred, trained.files[0]
     run_dir = Path(results_dir) / TARGET / f"fold{fold}"
     summary = {**{k: v for k, v in metadata.items() if k != "architecture"}, **tensor_metrics(y_test, y_pred),
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,

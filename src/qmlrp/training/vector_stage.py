@@ -4,7 +4,12 @@ Per fold (the folds of ``train_beta``, ``data/beta/folds.parquet``; the same see
 
 * the equivariant GC (trained by :func:`qmlrp.training.engine.fit`, resumable from
   ``scratch/checkpoints/beta_vector-fold<k>.npz``) -> ``models/beta_vector/fold<k>.npz``,
-  ``results/beta_vector/fold<k>/{predictions.parquet, history.csv, run.json}``;
+  ``results/beta_vector/fold<k>/{predictions.parquet, history.csv, run.json}``; with
+  ``train_beta_vector.members`` N > 1 a seed ensemble of N such networks (seeds ``train.seed + k + 1000 s``,
+  one program), member 0 at ``models/beta_vector/fold<k>.npz``, the others in
+  ``models/beta_vector/members/fold<k>/`` with ``members.json`` (written for N = 1 too: DVC's out), the test
+  predictions the mean of the members' vectors (beta_par derived from the mean vectors); ``run.json`` has the
+  ensemble's test metrics, every member's (``member_runs``) and member 0's training record at its top level;
 * the equivariant linear baseline (:mod:`qmlrp.training.vector_linear`) ->
   ``results/beta_vector_linear/fold<k>/{predictions.parquet, run.json}``.
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ from qmlrp.io import write_json, write_parquet
 from qmlrp.params import load_params
 from qmlrp.paths import MODELS, dataset_paths
 from qmlrp.training.config import RESULTS, TrainConfig
-from qmlrp.training.equivariant_fold import fit_equivariant_fold
+from qmlrp.training.equivariant_fold import fit_equivariant_fold, member_seed
 from qmlrp.targets import get_target
 from qmlrp.targets.labels import load_labels
 from qmlrp.targets.vectors import parallel_from_vectors, vector_metrics
@@ -44,18 +49,32 @@ METRICS = Path("metrics/beta_vector.json")
 SECTION = "train_beta_vector"
 
 
-def stage_config(params_path: str | Path = "params.yaml", section: str = SECTION) -> tuple[TrainConfig, str]:
-    """``(training settings, labels folder)``: the ``train`` section with ``section`` (``train_beta_vector``;
-    ``train_alpha_tensor`` for the tensor head) laid over it (any ``train`` key; ``pair_units``, the vector head's
-    per-pair widths of its bond dipoles, empty = none, goes into the model as ``pair_head_units``; ``head_units``, the per-atom
-    widths before the head's scalars, goes into the model, whose other fields are ``train.model``'s) and
-    ``beta_data.labels``. Unknown keys are refused in one line."""
+@dataclass(frozen=True)
+class VectorStageSettings:
+    """A ``train_beta_vector``-like section read: training settings, the labels folder, networks per fold."""
+
+    config: TrainConfig
+    labels: str
+    members: int = 1
+
+
+def stage_settings(params_path: str | Path = "params.yaml", section: str = SECTION) -> VectorStageSettings:
+    """The ``train`` section with ``section`` (``train_beta_vector``; ``train_alpha_tensor`` for the tensor head)
+    laid over it (any ``train`` key; ``pair_units``, the vector head's per-pair widths of its bond dipoles, empty =
+    none, goes into the model as ``pair_head_units``; ``head_units``, the per-atom widths before the head's scalars,
+    goes into the model, whose other fields are ``train.model``'s; ``members``, the vector head's networks per fold,
+    default 1), and ``beta_data.labels``. Unknown keys and bad values are refused in one line."""
     params = load_params(params_path)
     overrides = dict(params.get(section) or {})
     head_units = overrides.pop("head_units", [64])
     pair_units = overrides.pop("pair_units", [])
+    members = overrides.pop("members", 1)
     if pair_units and section != SECTION:
         raise QmlrpError(f"params.yaml {section}.pair_units: only the vector head ({SECTION}) has bond dipoles")
+    if members != 1 and section != SECTION:
+        raise QmlrpError(f"params.yaml {section}.members: only the vector head ({SECTION}) trains seed ensembles")
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise QmlrpError(f"params.yaml {section}.members: {members!r} is not a whole number of networks >= 1")
     for key in ("targets", "folds", "model"):  # the rest is checked with the train keys (did-you-mean)
         if key in overrides:
             raise QmlrpError(f"params.yaml {section}.{key}: not a setting of this model (head_units and pair_units "
@@ -66,7 +85,13 @@ def stage_config(params_path: str | Path = "params.yaml", section: str = SECTION
     labels = (params.get("beta_data") or {}).get("labels")
     if not labels:
         raise QmlrpError("params.yaml beta_data.labels: no label folder given")
-    return config, str(labels)
+    return VectorStageSettings(config, str(labels), members)
+
+
+def stage_config(params_path: str | Path = "params.yaml", section: str = SECTION) -> tuple[TrainConfig, str]:
+    """``(training settings, labels folder)`` of :func:`stage_settings`."""
+    settings = stage_settings(params_path, section)
+    return settings.config, settings.labels
 
 
 def write_vector_predictions(ids: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> None:
@@ -88,8 +113,9 @@ def train_vector_fold(fold: int, params_path: str | Path = "params.yaml", models
     from qmlrp.data.split import make_split
     from qmlrp.training.vector_linear import descriptors, fit_linear
 
-    stage, labels = stage_config(params_path)
-    config = config or stage
+    settings = stage_settings(params_path)
+    labels, members = settings.labels, settings.members
+    config = config or settings.config
     _, features, folds = dataset_paths("beta")
     store = FeatureStore.open(features)
     target = get_target(TARGET)
@@ -109,19 +135,26 @@ def train_vector_fold(fold: int, params_path: str | Path = "params.yaml", models
                 "frame": "QM9 coordinates (Angstrom)", "n_train": int(split.train.size),
                 "n_validation": int(split.validation.size), "n_test": int(split.test.size),
                 "architecture": asdict(config.model)}
-    result, y_pred, file = fit_equivariant_fold(store, target, y, split, config, metadata, models_dir, results_dir,
-                                                write_vector_predictions, checkpoint, log)
+    trained = fit_equivariant_fold(store, target, y, split, config, metadata, models_dir, results_dir,
+                                   write_vector_predictions, checkpoint, log, members, manifest=True)
+    result, y_pred = trained.results[0], trained.y_pred
+    member_rows = [{"member": s, "seed": member_seed(config.seed, fold, s), "model": str(file),
+                    "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "stop_reason": r.stop_reason,
+                    "best_val_beta_parallel_mae": r.best_val_mae,
+                    "test_beta_parallel_mae_over_mad": vector_metrics(y_test, p)["beta_parallel"]["mae_over_mad"]}
+                   for s, (r, file, p) in enumerate(zip(trained.results, trained.files, trained.member_predictions))]
     run_dir = Path(results_dir) / TARGET / f"fold{fold}"
     summary = {**{k: v for k, v in metadata.items() if k != "architecture"}, **vector_metrics(y_test, y_pred),
+               "members": members, "member_runs": member_rows,
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
                "best_val_beta_parallel_mae": result.best_val_mae, "fit_seconds": result.fit_seconds,
                "vector_scales": list(np.asarray(result.target_std, np.float64)[::3]),
                "train": {k: v for k, v in asdict(config).items() if k not in ("targets", "folds", "model")},
-               "model": str(file),
+               "model": str(trained.files[0]),
                "linear_beta_parallel_mae_over_mad": vector_metrics(y_test, y_lin)["beta_parallel"]["mae_over_mad"]}
     write_json(summary, run_dir / "run.json")
     if log:
-        print(json.dumps({"fold": fold, "beta_parallel": summary["beta_parallel"],
+        print(json.dumps({"fold": fold, "members": members, "beta_parallel": summary["beta_parallel"],
                           "linear": summary["linear_beta_parallel_mae_over_mad"]}), file=sys.stderr)
     return summary
 
