@@ -131,3 +131,29 @@ def test_an_ensemble_is_explained_as_the_mean_of_its_members(model, inputs):
     parts = np.mean([atom_parts(m, inputs, coef) for m in members], axis=0)
     sums = np.bincount(inputs["atom_molecule"], weights=parts, minlength=len(COUNTS))
     np.testing.assert_allclose(sums, beta_par, rtol=1e-4, atol=1e-4)
+
+
+def test_atom_parts_with_bond_dipoles_sum_to_the_predicted_beta_parallel(inputs):
+    """With bond dipoles (``pair_head_units``) beta_par also has a part per pair: each atom's part includes its
+    outgoing bond dipoles, so a molecule's atom parts still sum to its beta_par, and the bond parts are not 0."""
+    from qmlrp.relevance.vector_explain import atom_parts, beta_parallel_coefficients
+
+    config = ModelConfig(depth=2, atom_width=12, pair_width=12, atom_hidden=12, pair_hidden=12, embedding_width=12,
+                         head_units=(8,), pair_head_units=(8,))
+    bonded = build_vector_model(config, metadata={})
+    rng = np.random.default_rng(5)
+    for w in bonded.trainable_weights:  # the bond weights start at 0: random, so that the bonds contribute
+        w.assign(rng.normal(0, 0.4, w.shape).astype(np.float32))
+    bonded.head.scaling.set_scales([0.8, 40.0])
+    y = np.asarray(bonded(inputs, training=False), np.float64)
+    coef = beta_parallel_coefficients(y)
+    parts = atom_parts(bonded, inputs, coef)
+    beta_par = 0.6 * np.einsum("ni,ni->n", y[:, 3:], y[:, :3]) / np.linalg.norm(y[:, :3], axis=1)
+    sums = np.bincount(inputs["atom_molecule"], weights=parts, minlength=len(COUNTS))
+    np.testing.assert_allclose(sums, beta_par, rtol=1e-4, atol=1e-4 * np.abs(beta_par).max())
+    rec = {r.path: r for r in bonded.record(inputs).walk()}
+    q, g = np.asarray(rec["head.charges"].outputs, np.float64), np.asarray(rec["head.dipole"].extras["g"], np.float64)
+    charge_only = np.sum(q * np.asarray(bonded.head.scaling.scale) * np.einsum(
+        "ai,avi->av", g, coef.reshape(len(coef), -1, 3)[inputs["atom_molecule"]]), axis=1)
+    charge_sums = np.bincount(inputs["atom_molecule"], weights=charge_only, minlength=len(COUNTS))
+    assert np.abs(charge_sums - beta_par).max() > 1e-2 * np.abs(beta_par).max()  # the bonds carry a real part

@@ -2,7 +2,8 @@
 
 With mu_hat fixed per molecule, beta_par = 3/5 beta_vec . mu_hat is linear in the beta head's per-atom
 scalars: ``beta_par = sum_a q_a s_beta (r_a - rbar) . (3/5 mu_hat)`` (the relevance of the q layer, exact,
-see :func:`qmlrp.relevance.layer_rules.charge_dipole`). LRP carries each atom's part on to its input
+see :func:`qmlrp.relevance.layer_rules.charge_dipole`), and in the bond dipoles' weights when the head has them
+(``+ sum_pairs s_beta (w_ij - w_ji) u_ij . (3/5 mu_hat)``). LRP carries each atom's part on to its input
 features (the walk's per-molecule output functional ``c = (0, 0, 0, 3/5 mu_hat)``); the 12 feature-type
 shares of |R| per molecule are the same summary as the explain stage's (``shares.parquet``), so the
 seed's hypothesis (beta_par's profile closer to alpha's than to ZPVE's) is re-tested on this model with
@@ -15,7 +16,8 @@ functional (atom parts the same), conserved like each member's.
 
 Each fold's model explains its own test molecules (every labelled molecule once). Outputs:
 ``plots/explain/beta_vector/shares.parquet`` (id, rule, outlier, 12 types), ``atoms.csv`` (per atom: id,
-element, its exact part of the predicted beta_par, a.u.), ``metrics/explain_beta_vector.json``.
+element, its exact part of the predicted beta_par, a.u.: its charge's and, with bond dipoles, its outgoing bond
+dipoles'), ``metrics/explain_beta_vector.json``.
 """
 
 from __future__ import annotations
@@ -43,14 +45,28 @@ def beta_parallel_coefficients(y: np.ndarray) -> np.ndarray:
 
 
 def atom_parts(model: Any, inputs: dict[str, np.ndarray], coef: np.ndarray) -> np.ndarray:
-    """(n_atoms,) each atom's exact part of beta_par: ``q_a s (r_a - rbar) . c_beta`` (a.u.)."""
+    """(n_atoms,) each atom's exact part of the output functional ``coef`` (n_molecules, 6) (beta_par, a.u.).
+
+    The charges' part ``q_a s (r_a - rbar) . c``, plus, with bond dipoles, the atom's outgoing bond dipoles
+    ``s w(h_a, p_ab) u_ab . c`` over its pairs (the weight of a bond dipole is computed from its first atom's
+    embedding, so it is that atom's); the parts of a molecule sum to its output."""
     rec = {r.path: r for r in model.record(inputs).walk()}
     q = np.asarray(rec["head.charges"].outputs, np.float64)
     g = np.asarray(rec["head.dipole"].extras["g"], np.float64)
     scale = np.asarray(model.head.scaling.scale, np.float64)
     owner = np.asarray(inputs["atom_molecule"])
-    c = coef.reshape(len(coef), -1, 3)[owner]  # (n_atoms, V, 3)
-    return np.sum(q * scale * np.einsum("ai,avi->av", g, c), axis=1)
+    c = np.asarray(coef, np.float64).reshape(len(coef), -1, 3)  # (n_molecules, V, 3)
+    parts = np.sum(q * scale * np.einsum("ai,avi->av", g, c[owner]), axis=1)
+    if "head.bond_dipole" in rec:
+        pair_atoms = np.asarray(inputs["pair_atoms"])
+        u = np.asarray(rec["head.bond_dipole"].extras["u"], np.float64)  # (n_pairs, 3), first atom -> second
+        w_ij = np.asarray(rec["head.bond_weights"].outputs, np.float64)  # (n_pairs, V): the first atom's weights
+        w_ji = np.asarray(rec["head.bond_weights#2"].outputs, np.float64)  # the second atom's (along -u)
+        along = scale * np.einsum("pi,pvi->pv", u, c[owner[pair_atoms[:, 0]]])  # (n_pairs, V)
+        n_atoms = owner.size
+        parts = (parts + np.bincount(pair_atoms[:, 0], (w_ij * along).sum(axis=1), minlength=n_atoms)
+                 - np.bincount(pair_atoms[:, 1], (w_ji * along).sum(axis=1), minlength=n_atoms))
+    return parts
 
 
 def ensemble_relevance(explainers: Any, inputs: dict[str, np.ndarray], ids: np.ndarray) -> tuple[np.ndarray, Any]:
