@@ -80,6 +80,21 @@ def test_fresh_clone_of_the_study_is_up_to_date_for_what_is_committed(tmp_path: 
         assert (study / "models" / target / f"fold{fold}.npz").exists(), stage
 
 
+def test_fresh_clone_of_the_small_study_is_up_to_date_for_what_is_committed(tmp_path: Path) -> None:
+    """``studies/qm9-2k`` runs under its own lock too: every stage its ``dvc.lock`` records is up to date in a
+    clone (its data, models and results are DVC-cached, so they are merely absent there)."""
+    import yaml
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(REPO), str(clone)], tmp_path)
+    study = clone / "studies" / "qm9-2k"
+    lock = study / "dvc.lock"
+    recorded = set((yaml.safe_load(lock.read_text()) or {}).get("stages", {}))
+    assert {"ingest", "featurize", "split", "evaluate_beta_vector"} <= recorded
+    status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], study) or "{}")
+    assert changes({k: v for k, v in status.items() if k in recorded}, produced_paths(lock)) == []
+
+
 def test_pull_without_a_remote_says_what_to_configure(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(REPO), str(clone)], tmp_path)
