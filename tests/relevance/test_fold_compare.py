@@ -84,3 +84,38 @@ def test_bad_input_is_named(tmp_path, profiles):
     config = FoldCompareConfig(comparisons=({"subject": "omega1", "similar": "zpve", "control": "alpha"},))
     with pytest.raises(QmlrpError, match="no fold explains all three"):
         run_compare_folds(config, root, tmp_path / "p", tmp_path / "m.json")
+
+
+def test_an_external_subject_profile_is_compared_with_every_fold(tmp_path, profiles):
+    """``external``: a key's one profile from another pipeline's metrics file (the beta_par model's
+    ``explain_beta_vector.json``) against the similar and control models of every fold, by hand; a missing
+    file, a missing key and another rule are one line each."""
+    root = tmp_path / "metrics" / "explain"
+    for f in range(3):
+        _write(root, f, "alpha", {"rules": _rule_entry(profiles["alpha"][f], True, "electronic", 0.3)})
+        _write(root, f, "zpve", {"rules": _rule_entry(profiles["zpve"][f], True, "geometric", 0.9)})
+    beta = profiles["omega1"]
+    external = tmp_path / "explain_beta_vector.json"
+    external.write_text(json.dumps({"rule": RULE, "profiles": {"beta_vector": dict(zip(FEATURE_TYPES, map(float, beta)))}}))
+    config = FoldCompareConfig.from_params({"rule": RULE, "external": {"beta_vector": str(external)}, "comparisons": [
+        {"subject": "beta_vector", "similar": "alpha", "control": "zpve"}]})
+    m = run_compare_folds(config, root, tmp_path / "plots", tmp_path / "compare.json")
+    r = m["comparisons"]["beta_vector ~ alpha vs zpve"]
+    assert r["folds"] == [0, 1, 2] and r["subject_folds"] == [-1] and r["subject_source"] == str(external)
+    hand = [spearmanr(beta, profiles["alpha"][f])[0] - spearmanr(beta, profiles["zpve"][f])[0] for f in range(3)]
+    assert r["spearman"]["delta"]["mean"] == pytest.approx(np.mean(hand), abs=1e-12)
+    assert r["spearman"]["delta"]["sd"] == pytest.approx(np.std(hand, ddof=1), abs=1e-12)
+    assert m["n_folds"]["beta_vector"] == 1
+    with pytest.raises(QmlrpError, match=r"compare_folds\.external: expected"):
+        FoldCompareConfig.from_params({"external": ["beta_vector"]})
+    missing = FoldCompareConfig(external={"beta_vector": str(tmp_path / "absent.json")}, comparisons=config.comparisons)
+    with pytest.raises(QmlrpError, match=r"external\.beta_vector: .*absent\.json not found"):
+        run_compare_folds(missing, root, tmp_path / "p", tmp_path / "m.json")
+    external.write_text(json.dumps({"rule": "ab10", "profiles": {"beta_vector": dict(zip(FEATURE_TYPES, map(float, beta)))}}))
+    with pytest.raises(QmlrpError, match=r"explained with rule 'ab10', not 'eps'"):
+        run_compare_folds(config, root, tmp_path / "p", tmp_path / "m.json")
+    external.write_text(json.dumps({"rule": RULE, "profiles": {}}))
+    with pytest.raises(QmlrpError, match=r"has no profiles\.beta_vector"):
+        run_compare_folds(config, root, tmp_path / "p", tmp_path / "m.json")
+    with pytest.raises(QmlrpError, match=r"compare_folds\.external\.beta_vector: expected a string"):
+        FoldCompareConfig.from_params({"external": {"beta_vector": 3}})

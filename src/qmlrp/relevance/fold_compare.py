@@ -13,7 +13,11 @@ Per comparison ``subject ~ similar vs control`` and fold: Spearman's rho and the
 profiles (:func:`qmlrp.relevance.compare.spearman` / ``cosine``) and ``delta = sim(subject, similar) -
 sim(subject, control)``; then mean, sd, min, max of delta over the folds and the share of folds with
 delta > 0. A subject explained on fewer folds (a model trained on fold 0 only) is compared, from its own
-fold, with the similar and control models of every fold (its ``subject_folds`` say so). Per target the
+fold, with the similar and control models of every fold (its ``subject_folds`` say so). A key listed in
+``external`` has one profile from outside this study's explain stages: the ``profiles[key]`` of a metrics file
+(e.g. the beta_par model of ``studies/qm9-2k``, ``metrics/explain_beta_vector.json``, explained with the same rule),
+compared with the similar and control models of every fold (``subject_folds`` ``[-1]``, ``subject_source`` the
+file): the spread is then over the retrained similar and control models. Per target the
 explain stage's geometric-vs-electronic test (:func:`qmlrp.relevance.summary.hypothesis`) is counted over
 the folds.
 
@@ -51,6 +55,8 @@ class FoldCompareConfig:
     rule: str = "eps"
     comparisons: tuple[dict[str, str], ...] = field(default_factory=tuple)
     hypothesis_targets: tuple[str, ...] = ("alpha", "zpve")
+    external: dict[str, str] = field(default_factory=dict)
+    """key -> a metrics file (path from the study folder) whose ``profiles[key]`` is that key's one profile."""
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FoldCompareConfig:
@@ -88,6 +94,29 @@ def _rule_metrics(root: Path, fold: int, key: str, rule: str) -> dict[str, Any] 
     return m["rules"][rule]
 
 
+EXTERNAL_FOLD = -1
+"""The fold key of a profile read from an ``external`` file (one profile, not a model of this study's folds)."""
+
+
+def read_external_profile(path: str | Path, key: str, rule: str) -> dict[int, np.ndarray]:
+    """``{EXTERNAL_FOLD: (12,) profile}`` from ``path``'s ``profiles[key]`` (its ``rule`` must be ``rule``);
+    a missing or unsuitable file is one QmlrpError line."""
+    path = Path(path)
+    try:
+        m = json.loads(path.read_text())
+        shares = m["profiles"][key]
+        profile = np.array([float(shares[t]) for t in FEATURE_TYPES])
+    except FileNotFoundError:
+        raise QmlrpError(f"compare_folds.external.{key}: {path} not found") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise QmlrpError(f"compare_folds.external.{key}: {path} has no profiles.{key} of the 12 feature types "
+                         f"({type(error).__name__}: {error})") from None
+    if m.get("rule") != rule:
+        raise QmlrpError(f"compare_folds.external.{key}: {path} was explained with rule {m.get('rule')!r}, "
+                         f"not {rule!r}")
+    return {EXTERNAL_FOLD: profile}
+
+
 def read_profiles(root: Path, key: str, rule: str, folds: list[int]) -> dict[int, np.ndarray]:
     """fold -> (12,) profile of explanation ``key`` under ``rule``, for the folds that have it."""
     out = {}
@@ -98,8 +127,10 @@ def read_profiles(root: Path, key: str, rule: str, folds: list[int]) -> dict[int
     return out
 
 
-def compare_over_folds(profiles: Mapping[str, Mapping[int, np.ndarray]], c: Comparison) -> tuple[dict[str, Any], list[dict]]:
-    """One comparison on every fold with both the similar and the control model: the summary and per-fold rows."""
+def compare_over_folds(profiles: Mapping[str, Mapping[int, np.ndarray]], c: Comparison,
+                       source: str | Path | None = None) -> tuple[dict[str, Any], list[dict]]:
+    """One comparison on every fold with both the similar and the control model: the summary and per-fold rows
+    (``source``: the file of an external subject profile, recorded in the summary)."""
     subject = profiles[c.subject]
     folds = sorted(set(profiles[c.similar]) & set(profiles[c.control]))
     if not subject or not folds:
@@ -115,6 +146,8 @@ def compare_over_folds(profiles: Mapping[str, Mapping[int, np.ndarray]], c: Comp
     frame = pd.DataFrame(rows)
     summary: dict[str, Any] = {"subject": c.subject, "similar": c.similar, "control": c.control, "folds": folds,
                                "subject_folds": sorted(set(frame["subject_fold"].astype(int)))}
+    if source is not None:
+        summary["subject_source"] = str(source)
     for name in SIMILARITIES:
         d = frame[frame["similarity"] == name]
         summary[name] = {
@@ -152,10 +185,11 @@ def run_compare_folds(config: FoldCompareConfig, metrics_root: str | Path = METR
     if not comparisons:
         raise QmlrpError("params.yaml compare_folds.comparisons: nothing to compare")
     keys = sorted({k for c in comparisons for k in (c.subject, c.similar, c.control)})
-    profiles = {k: read_profiles(root, k, config.rule, folds) for k in keys}
+    profiles = {k: read_external_profile(config.external[k], k, config.rule) if k in config.external
+                else read_profiles(root, k, config.rule, folds) for k in keys}
     results, rows = {}, []
     for c in comparisons:
-        summary, fold_rows = compare_over_folds(profiles, c)
+        summary, fold_rows = compare_over_folds(profiles, c, config.external.get(c.subject))
         results[f"{c.subject} ~ {c.similar} vs {c.control}"] = summary
         rows += fold_rows
         deltas = {r["fold"]: r["delta"] for r in fold_rows if r["similarity"] == "spearman"}
