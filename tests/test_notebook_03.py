@@ -33,3 +33,19 @@ def test_notebook_03_runs() -> None:
     # the last section reads the committed full-QM9 record beside the small default's
     assert re.search(r"MAE, all real modes \(cm\^-1\)\s+[0-9.]+\s+[0-9.]+", text)
     assert "omega1 ~ zpve vs alpha" in text and "share of folds with Δ > 0" in text
+    # the equivariant head: a rotated and translated molecule gives rotated vectors and the same beta_par
+    turned = re.search(r"rotation of the vectors, max \|difference\| / max \|vector\|: ([0-9.e+-]+)", text)
+    assert turned and float(turned.group(1)) <= 1e-5
+    same = re.search(r"beta_par before and after, max \|difference\|: ([0-9.e+-]+) a\.u\.", text)
+    assert same and float(same.group(1)) <= 1e-3
+    # the committed 10-fold record of the equivariant models, and its explanation against alpha and ZPVE
+    import json
+
+    from tests.notebook_run import REPO
+
+    record = json.loads((REPO / "studies" / "qm9-2k" / "metrics" / "beta_vector.json").read_text())
+    assert f"passes: {record.get('passes_bar')}" in text
+    gc = record["equivariant_gc"]["beta_parallel_mae_over_mad_fold_mean"]
+    assert re.search(rf"equivariant GC\s+{round(gc, 3):.3f}".rstrip("0"), text)
+    assert re.search(r"spearman: with alpha [0-9.]+, with ZPVE [0-9.]+, delta [+-][0-9.]+", text)
+    assert len(images) >= 7  # + the per-fold beta_par bars and the type profiles of beta_par, alpha, ZPVE

@@ -65,6 +65,10 @@ def test_study_matrix_on_a_local_dask_cluster_then_dvc_repro_only_evaluates(tmp_
             assert record["epochs_run"] == 1 and record["models_in_program"] == 1
             assert len(record["commit"]) == 40 and record["process_cpu_seconds"] > 0
     check_autoencoder(study)
+    folds_compared = json.loads((study / "metrics" / "compare_folds.json").read_text())["comparisons"]
+    beta = folds_compared["beta_vector ~ alpha vs zpve"]  # the beta_par ensembles' profile (studies/qm9-2k) vs every fold
+    assert beta["subject_folds"] == [-1] and beta["folds"] == [0, 1]
+    assert beta["subject_source"] == "../qm9-2k/metrics/explain_beta_vector.json"
     budgets = json.loads((study / "metrics" / "compare_budgets.json").read_text())  # alpha fold 0 at 1 and 2 epochs
     assert budgets["folds_compared"] == [0] and budgets["budgets"]["12 epochs"]["folds"] == [0, 1]
     assert budgets["between_folds"]["short"]["spearman"]["n"] == 1 and budgets["between_folds"]["long"] is None
