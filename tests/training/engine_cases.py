@@ -224,7 +224,10 @@ def test_autoencoder_overfits_a_tiny_set_through_the_engine(store: FeatureStore,
     assert len(programs) == 1 and programs[0].models == [model]  # the DAE trained in the engine's loop
     assert len(losses) == 150 and losses[-1] < 0.02 * losses[0], (losses[0], losses[-1])
     error = errors_of(model, store, tiny)
-    assert float(np.mean(error)) == pytest.approx(losses[-1], rel=0.2)  # the history is the MSE of the scaled vector
+    # The history is the MSE of the scaled vector: a wrong definition (a sum over the 5,887 entries, unscaled
+    # features) would be off by orders of magnitude. At an MSE of ~1e-6 the last Adam step alone moves the
+    # model's error by ~20 % (0.98e-6 against a history of 0.80e-6 on an AVX2 CPU), hence the wide tolerance.
+    assert float(np.mean(error)) == pytest.approx(losses[-1], rel=0.5)
 
 
 def test_autoencoder_resumes_from_its_checkpoint(store: FeatureStore, tmp_path: Path,
