@@ -1,7 +1,7 @@
 """CPU-seconds per training epoch: DeepChem 2.8's WeaveModel against qmlrp's ``engine.fit``.
 
     python benchmarks/bench_deepchem.py [--molecules 2000] [--epochs 4] [--rounds 3]
-        [--deepchem-python benchmarks/.venv-deepchem/bin/python] [--no-batch-norm-variant]
+        [--deepchem-python benchmarks/.venv-deepchem/bin/python] [--no-batch-norm-variant] [--cpus 0]
 
 Both train the same molecules (the first ``--molecules`` of ``data/features``, alpha labels) with
 the same architecture -- two weave modules of width 50 (A->A, P->A, A->P, P->P all 50), a per-atom
