@@ -1,7 +1,7 @@
 """CPU-milliseconds of the training engine's step and forward pass, with a per-part breakdown.
 
     python benchmarks/bench_train_step.py [--features data/features --table data/qm9.parquet]
-        [--models 1] [--head 2000] [--batch 64] [--steps 40] [--no-parts]
+        [--models 1] [--head 2000] [--batch 64] [--steps 40] [--no-parts] [--profile DIR]
 
 Each variant (K models; the step is vmapped over them when K > 1): random batches of the store's
 molecules padded to bucketed shapes exactly as ``engine.fit`` makes them (``HostBatches``, labels
@@ -21,6 +21,16 @@ update of all weights from given gradients). ``other`` is the step minus host mi
 the loss, the copies between fusions, dispatch. Parts compiled apart fuse less than the whole
 step, so the breakdown is a guide to where the time goes, not an exact sum.
 
+``--profile DIR`` instead times the compiled step (K = 1) on one fixed batch, the largest of 20
+random ones (no host work), then records ``--steps`` calls with JAX's profiler into ``DIR`` and
+prints the time of XLA's compiled operations, grouped by model part and pass (forward, backward;
+the weight update is the part ``update``), and the most expensive operations with the source
+operation they come from. It is the step as the engine compiles it, fused as it is fused there
+(unlike the breakdown above), at one shape. The figures are each operation's wall duration: when
+XLA runs independent operations on more threads than there are free cores they overlap, and the
+sum can exceed the step's CPU time; on a shared machine the durations move with the load (read
+the shares, and compare runs made the same way, e.g. ``PJRT_NPROC=1 taskset -c 0``).
+
 CPU time is the process's (``time.process_time``: all threads, user + system), so it can be read on
 a shared machine; compare variants in interleaved runs of this script (A B A B) for claims.
 """
@@ -28,6 +38,7 @@ a shared machine; compare variants in interleaved runs of this script (A B A B) 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from qmlrp.training.backend import use_jax_backend
@@ -188,6 +199,96 @@ def part_functions(bench: Bench, n_batches: int = 8) -> dict:
     return parts
 
 
+PARTS = ("weave0", "weave1", "weave2", "embedding", "readout", "head", "graph_input")
+"""Model parts named in the compiled operations' ``op_name`` (Keras layer scopes)."""
+
+
+def part_of(op_name: str) -> tuple[str, str]:
+    """``(part, pass)`` of a compiled operation from its ``op_name`` metadata, e.g.
+    ``jit(call)/transpose(jvp(weave0))/pair_update/dot_general`` -> ``("weave0", "backward")``.
+    Operations outside every model part are the weight update (Adam, with the select that skips
+    empty batches) or the loss."""
+    import re
+
+    found = re.search("|".join(PARTS), op_name)
+    if found:
+        return found.group(0), "backward" if "transpose(" in op_name else "forward"
+    return ("update", "-") if "_where" in op_name else ("loss and rest", "-")
+
+
+def profile_step(bench: Bench, steps: int, out_dir: str, top: int = 15) -> None:
+    """Profile ``steps`` calls of the compiled step on the largest of 20 random batches; print the
+    operations' time by part and pass, and the ``top`` operations (see the module docstring)."""
+    import collections
+    import glob
+    import gzip
+    import json
+    import re
+
+    import jax
+    import jax.numpy as jnp
+
+    from qmlrp.models.inputs import ATOM_FEATURES_KEY, MOLECULE_ATOMS_KEY, PAIR_FEATURES_KEY
+    from qmlrp.training.engine import masked_labels
+
+    candidates = [bench.source.inputs([np.sort(bench.rng.choice(bench.positions, bench.batch, replace=False))])
+                  for _ in range(20)]
+    inputs, y, w = max(candidates, key=lambda c: int(c[0][MOLECULE_ATOMS_KEY][0, :-1].sum()))
+    y, mask = masked_labels(y, w)
+    args = (inputs, jnp.asarray(y), jnp.asarray(w), jnp.asarray(mask))
+
+    def call() -> object:
+        (bench.tv, bench.ntv, bench.m, bench.v, bench.t, _, loss, _) = bench.step(
+            bench.tv, bench.ntv, bench.m, bench.v, bench.t, [], *args, bench.std, bench.lr, None)
+        return loss
+
+    compiled = bench.step.lower(bench.tv, bench.ntv, bench.m, bench.v, bench.t, [], *args, bench.std, bench.lr,
+                                None).compile()
+    op_names = {}
+    for line in compiled.as_text().splitlines():
+        found = re.match(r'\s*(?:ROOT )?%([\w.\-]+) = .*?op_name="([^"]*)"', line)
+        if found:
+            op_names[found.group(1)] = found.group(2).removeprefix("jit(call)/")
+    for _ in range(5):
+        call()
+    jax.block_until_ready(call())
+    step_ms = cpu_ms(call, steps)
+    jax.profiler.start_trace(out_dir, create_perfetto_trace=True)
+    start = time.process_time()
+    for _ in range(steps):
+        loss = call()
+    jax.block_until_ready(loss)
+    profiled_ms = 1000.0 * (time.process_time() - start) / steps
+    jax.profiler.stop_trace()
+    traces = sorted(glob.glob(f"{out_dir}/**/*.trace.json.gz", recursive=True), key=os.path.getmtime)
+    if not traces:
+        raise SystemExit(f"{out_dir}: the profiler wrote no trace (*.trace.json.gz)")
+    with gzip.open(traces[-1]) as handle:
+        events = json.load(handle)["traceEvents"]
+    per_op: collections.Counter = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and event.get("name") in op_names:
+            per_op[event["name"]] += event["dur"] / 1000.0 / steps  # us -> ms per step
+    by_part: dict = collections.defaultdict(lambda: collections.Counter())
+    for name, ms in per_op.items():
+        part, direction = part_of(op_names[name])
+        by_part[part][direction] += ms
+    total = sum(per_op.values())
+    n_atoms, n_pairs = inputs[ATOM_FEATURES_KEY].shape[1], inputs[PAIR_FEATURES_KEY].shape[1]
+    print(f"Compiled step on one batch of {bench.batch} molecules ({n_atoms} atom rows, {n_pairs} pair rows, "
+          f"padded): {step_ms:.1f} CPU-ms per call; {steps} calls profiled into {out_dir} "
+          f"({profiled_ms:.1f} CPU-ms per call under the profiler)")
+    print(f"{'part':<14} {'forward':>8} {'backward':>9} {'other':>7} {'total':>7} {'share':>6}   (ms per step)")
+    for part, ms in sorted(by_part.items(), key=lambda kv: -sum(kv[1].values())):
+        part_total = sum(ms.values())
+        print(f"{part:<14} {ms['forward']:>8.2f} {ms['backward']:>9.2f} {ms['-']:>7.2f} {part_total:>7.2f} "
+              f"{part_total / total:>6.1%}")
+    print(f"{'all':<14} {'':>8} {'':>9} {'':>7} {total:>7.2f}")
+    print(f"Top {top} operations (ms per step, operation, source):")
+    for name, ms in per_op.most_common(top):
+        print(f"  {ms:6.2f}  {name:<28} {op_names[name][:100]}")
+
+
 def _adam_only(p, g, m, v, t):  # noqa: ANN001, ANN202 - the engine's update (one model, active)
     from qmlrp.training.engine import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON
     import jax.numpy as jnp
@@ -230,6 +331,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--no-parts", action="store_true", help="skip the per-part breakdown")
+    parser.add_argument("--profile", metavar="DIR", help="profile the compiled step (K = 1) on one batch into DIR")
     args = parser.parse_args()
 
     from qmlrp.features.store import FeatureStore
@@ -238,6 +340,11 @@ def main() -> None:
 
     store = FeatureStore.open(args.features)
     y = load_labels(store, args.table, get_target("alpha"))
+    if args.profile:
+        bench = Bench(store, y, 1, int(args.head.split(",")[0]), args.batch)
+        bench.warm_up()
+        profile_step(bench, args.steps, args.profile)
+        return
     rows = [measure(store, y, int(k), int(h), args.batch, args.steps, not args.no_parts)
             for k in args.models.split(",") for h in args.head.split(",")]
     cols = ["step", "forward", "host", "weave", "embedding", "readout", "head", "adam", "other"]
