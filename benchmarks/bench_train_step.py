@@ -1,7 +1,7 @@
 """CPU-milliseconds of the training engine's step and forward pass, with a per-part breakdown.
 
     python benchmarks/bench_train_step.py [--features data/features --table data/qm9.parquet]
-        [--models 1] [--head 2000] [--batch 64] [--steps 40] [--no-parts] [--profile DIR]
+        [--models 1] [--head 2000] [--batch 64] [--steps 40] [--no-parts] [--profile DIR [--top 15]]
 
 Each variant (K models; the step is vmapped over them when K > 1): random batches of the store's
 molecules padded to bucketed shapes exactly as ``engine.fit`` makes them (``HostBatches``, labels
@@ -332,6 +332,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--no-parts", action="store_true", help="skip the per-part breakdown")
     parser.add_argument("--profile", metavar="DIR", help="profile the compiled step (K = 1) on one batch into DIR")
+    parser.add_argument("--top", type=int, default=15, help="with --profile: how many operations to list")
     args = parser.parse_args()
 
     from qmlrp.features.store import FeatureStore
@@ -343,7 +344,7 @@ def main() -> None:
     if args.profile:
         bench = Bench(store, y, 1, int(args.head.split(",")[0]), args.batch)
         bench.warm_up()
-        profile_step(bench, args.steps, args.profile)
+        profile_step(bench, args.steps, args.profile, args.top)
         return
     rows = [measure(store, y, int(k), int(h), args.batch, args.steps, not args.no_parts)
             for k in args.models.split(",") for h in args.head.split(",")]
