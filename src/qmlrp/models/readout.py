@@ -114,7 +114,8 @@ def _histogram(h: Any, atom_molecule: Any, n_molecules: Any, means: np.ndarray, 
     and the gradient's sums, then run across whole rows of F contiguous features (vector lanes)
     instead of across the 11 adjacent values of one feature, and the per-molecule sum is
     transposed to the feature-major columns only at the end, on the small (n_molecules, G, F)
-    result. The gradient is written out as in :func:`_memberships`, with the molecule's upstream
+    result (summed as (n_atoms, G, F) rows: a (n_atoms, G * F) reshape made XLA copy the
+    memberships once more, between two layouts that differ only in a size-1 axis). The gradient is written out as in :func:`_memberships`, with the molecule's upstream
     gradient gathered once per atom (no per-element bounds check)."""
     g = int(means.shape[0])
     f = ops.shape(h)[-1]
@@ -125,8 +126,8 @@ def _histogram(h: Any, atom_molecule: Any, n_molecules: Any, means: np.ndarray, 
     def forward(h: Any) -> Any:
         diff = ops.expand_dims(h, 1) - mu  # (A, G, F)
         m = ops.softmax(-0.5 * ops.square(diff) * inv_var, axis=1)
-        x = ops.segment_sum(ops.reshape(m, (-1, g * f)), atom_molecule, num_segments=n_molecules)
-        out = ops.reshape(ops.transpose(ops.reshape(x, (-1, g, f)), (0, 2, 1)), (-1, f * g))
+        x = ops.segment_sum(m, atom_molecule, num_segments=n_molecules)  # (M, G, F)
+        out = ops.reshape(ops.transpose(x, (0, 2, 1)), (-1, f * g))
 
         def grad(*args: Any, upstream: Any = None) -> Any:
             if upstream is None:
