@@ -273,6 +273,37 @@ def test_histogram_has_no_underflow_in_the_tails(model):
     assert m[0, 0].argmax() == 0 and m[0, -1].argmax() == 10
 
 
+def test_histogram_is_each_molecules_sum_of_memberships_feature_major_with_their_gradient():
+    """Known answer for the readout (column f * 11 + k = sum over the molecule's atoms of membership k of
+    feature f, each membership a softmax over the 11 Gaussians written out in numpy) and for its
+    hand-written gradient (against the same sum differentiated by TensorFlow's autodiff)."""
+    import tensorflow as tf
+
+    from qmlrp.models.readout import GAUSSIAN_MEMBERSHIPS, GaussianHistogram
+
+    rng = np.random.default_rng(4)
+    h = rng.normal(size=(7, 5)).astype("float32") * 1.5
+    atom_molecule = np.array([0, 0, 0, 1, 1, 3, 3], "int32")  # molecule 2 has no atoms
+    mu, sd = (np.array(v, "float64") for v in zip(*GAUSSIAN_MEMBERSHIPS))
+    logits = -((h[..., None] - mu) ** 2) / (2 * sd**2)  # (atoms, features, 11)
+    m = np.exp(logits - logits.max(-1, keepdims=True))
+    m /= m.sum(-1, keepdims=True)
+    expected = np.stack([m[atom_molecule == k].sum(0).reshape(-1) for k in range(4)])  # (4, 5 * 11)
+    layer = GaussianHistogram()
+    out = np.asarray(layer(h, atom_molecule, n_molecules=4))
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-6)
+    assert np.all(out[2] == 0.0)
+
+    upstream = tf.constant(rng.normal(size=(4, 55)).astype("float32"))
+    x = tf.Variable(h)
+    with tf.GradientTape(persistent=True) as tape:
+        hand = tf.reduce_sum(layer(x, atom_molecule, n_molecules=4) * upstream)
+        z = -tf.square(x[..., None] - tf.constant(mu, tf.float32)) / tf.constant(2 * sd**2, tf.float32)
+        auto = tf.reduce_sum(tf.math.unsorted_segment_sum(tf.reshape(tf.nn.softmax(z, -1), (7, 55)),
+                                                           atom_molecule, 4) * upstream)
+    np.testing.assert_allclose(tape.gradient(hand, x).numpy(), tape.gradient(auto, x).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_dense_variant_trains_the_shared_weights():
     keras.utils.set_random_seed(0)
     model = build_model(SMALL)

@@ -208,6 +208,17 @@ def test_engine_refuses_other_backends_by_name() -> None:
     assert keras.backend.backend() == "jax"
 
 
+def test_step_compiler_options_are_probed_once_and_dropped_where_unknown() -> None:
+    import jax
+
+    from qmlrp.training.engine import CPU_STEP_OPTIONS, _xla_accepts, step_compiler_options
+
+    assert jax.default_backend() == "cpu"
+    assert step_compiler_options() == CPU_STEP_OPTIONS  # this jaxlib knows the memory-optimised schedule
+    assert not _xla_accepts((("xla_cpu_no_such_option", True),))  # an unknown option: XLA's defaults instead
+    assert not _xla_accepts((("xla_cpu_scheduler_type", "CPU_SCHEDULER_TYPE_NO_SUCH_ONE"),))
+
+
 # -- the autoencoder (issue 20): the DAE and its fine-tuning train through the same loop ---------------
 def test_autoencoder_overfits_a_tiny_set_through_the_engine(store: FeatureStore,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:

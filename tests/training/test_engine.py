@@ -24,6 +24,7 @@ NAMES = [
     "test_vector_model_overfits_a_tiny_set",
     "test_mixed_head_widths_train_as_one_program_per_width",
     "test_engine_refuses_other_backends_by_name",
+    "test_step_compiler_options_are_probed_once_and_dropped_where_unknown",
     "test_autoencoder_overfits_a_tiny_set_through_the_engine",
     "test_autoencoder_resumes_from_its_checkpoint",
     "test_finetuning_through_padded_labels_moves_only_the_autoencoder",

@@ -244,8 +244,8 @@ def _compile_steps(template: Any, config: TrainConfig, source: Any, n_models: in
 CPU_STEP_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 """XLA options for the training step on CPU: the memory-optimised schedule reuses the step's
 buffers sooner, so more of its working set stays in cache (the step is bound by memory traffic
-between fusions). The same operations and fusions, bit-identical results; ~3 % less CPU per step on
-one core (``benchmarks/bench_step_variants.py``)."""
+between fusions). The same operations and fusions, bit-identical results; 1-2 % less CPU per step on
+one core, ~6 % with two threads on two cores (``benchmarks/bench_step_variants.py``)."""
 
 
 def step_compiler_options() -> dict[str, Any] | None:
