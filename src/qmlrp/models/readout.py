@@ -115,8 +115,9 @@ def _histogram(h: Any, atom_molecule: Any, n_molecules: Any, means: np.ndarray, 
     instead of across the 11 adjacent values of one feature, and the per-molecule sum is
     transposed to the feature-major columns only at the end, on the small (n_molecules, G, F)
     result (summed as (n_atoms, G, F) rows: a (n_atoms, G * F) reshape made XLA copy the
-    memberships once more, between two layouts that differ only in a size-1 axis). The gradient is written out as in :func:`_memberships`, with the molecule's upstream
-    gradient gathered once per atom (no per-element bounds check)."""
+    memberships once more, between two layouts that differ only in a size-1 axis). The gradient
+    is written out as in :func:`_memberships`, with the molecule's upstream gradient gathered
+    once per atom."""
     g = int(means.shape[0])
     f = ops.shape(h)[-1]
     mu = ops.cast(np.reshape(means, (1, g, 1)), h.dtype)
