@@ -15,9 +15,10 @@ Each argument is a configuration, parts joined with ``+``:
 * ``opt:KEY=VALUE`` -- an XLA compiler option on the step's ``jax.jit`` (``true``/``false`` for booleans).
 
 All configurations are built in the same process from the same seeds (``--models`` K models of alpha,
-vmapped in one step when K > 1; head 2000, batch 64) and get the same 12 real batches of the demo store (``data/features``). First each
-takes ``--check-steps`` steps, and its weights, Adam state, BatchNorm statistics and per-step losses
-are compared with the first configuration's, bit for bit. Then ``--rounds`` rounds, each timing
+vmapped in one step when K > 1; head 2000, batch 64) and get the same ``--check-steps`` real batches
+of the demo store (``data/features``). First each takes ``--check-steps`` steps, and its weights,
+Adam state, BatchNorm statistics and per-step losses are compared with the first configuration's,
+bit for bit. Then ``--rounds`` rounds, each timing
 ``--steps`` calls of every configuration in turn (CPU time of the process, all threads): the
 configurations share the machine's state round by round, so their ratio is steadier than that of
 separate processes on a shared machine. Pin it (``taskset -c 0``, and ``PJRT_NPROC=1`` for one XLA
