@@ -145,11 +145,8 @@ class Configuration:
             u()
 
     def step(self, i: int) -> tuple:
-        b = self.bench
-        inputs, y, w, mask = self.batches[i % len(self.batches)]
-        (b.tv, b.ntv, b.m, b.v, b.t, _, loss, err) = b.step(b.tv, b.ntv, b.m, b.v, b.t, [], inputs, y, w, mask,
-                                                             b.std, b.lr, None)
-        return loss, err
+        """``(loss, abs_err)`` of one step on batch ``i`` (cycling)."""
+        return self.bench.apply(*self.batches[i % len(self.batches)])
 
     def state(self) -> list:
         b = self.bench

@@ -105,15 +105,21 @@ class Bench:
         self.shapes.add(inputs["pair_features"].shape)
         return inputs, y, w, mask
 
-    def train(self):  # noqa: ANN201
-        """One step as ``fit()`` takes it (host batch included)."""
+    def step_args(self, inputs, y, w, mask) -> tuple:  # noqa: ANN001
+        """The compiled step's arguments for one batch (from :meth:`host`) and the current state."""
         import jax.numpy as jnp
 
-        inputs, y, w, mask = self.host()
-        (self.tv, self.ntv, self.m, self.v, self.t, _, loss, _) = self.step(
-            self.tv, self.ntv, self.m, self.v, self.t, [], inputs, jnp.asarray(y), jnp.asarray(w),
-            jnp.asarray(mask), self.std, self.lr, None)
-        return loss
+        return (self.tv, self.ntv, self.m, self.v, self.t, [], inputs, jnp.asarray(y), jnp.asarray(w),
+                jnp.asarray(mask), self.std, self.lr, None)
+
+    def apply(self, inputs, y, w, mask) -> tuple:  # noqa: ANN001
+        """One step on the given batch, the state advanced; returns ``(loss, abs_err)``."""
+        (self.tv, self.ntv, self.m, self.v, self.t, _, loss, abs_err) = self.step(*self.step_args(inputs, y, w, mask))
+        return loss, abs_err
+
+    def train(self):  # noqa: ANN201
+        """One step as ``fit()`` takes it (host batch included)."""
+        return self.apply(*self.host())[0]
 
     def forward(self):  # noqa: ANN201
         import jax.numpy as jnp
@@ -229,21 +235,15 @@ def profile_step(bench: Bench, steps: int, out_dir: str, top: int = 15) -> None:
     import jax.numpy as jnp
 
     from qmlrp.models.inputs import ATOM_FEATURES_KEY, MOLECULE_ATOMS_KEY, PAIR_FEATURES_KEY
-    from qmlrp.training.engine import masked_labels
 
-    candidates = [bench.source.inputs([np.sort(bench.rng.choice(bench.positions, bench.batch, replace=False))])
-                  for _ in range(20)]
-    inputs, y, w = max(candidates, key=lambda c: int(c[0][MOLECULE_ATOMS_KEY][0, :-1].sum()))
-    y, mask = masked_labels(y, w)
-    args = (inputs, jnp.asarray(y), jnp.asarray(w), jnp.asarray(mask))
+    batch = max((bench.host() for _ in range(20)), key=lambda b: int(b[0][MOLECULE_ATOMS_KEY][0, :-1].sum()))
+    inputs = batch[0]
+    batch = (inputs, *(jnp.asarray(a) for a in batch[1:]))
 
     def call() -> object:
-        (bench.tv, bench.ntv, bench.m, bench.v, bench.t, _, loss, _) = bench.step(
-            bench.tv, bench.ntv, bench.m, bench.v, bench.t, [], *args, bench.std, bench.lr, None)
-        return loss
+        return bench.apply(*batch)[0]
 
-    compiled = bench.step.lower(bench.tv, bench.ntv, bench.m, bench.v, bench.t, [], *args, bench.std, bench.lr,
-                                None).compile()
+    compiled = bench.step.lower(*bench.step_args(*batch)).compile()
     op_names = {}
     for line in compiled.as_text().splitlines():
         found = re.match(r'\s*(?:ROOT )?%([\w.\-]+) = .*?op_name="([^"]*)"', line)
