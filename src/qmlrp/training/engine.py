@@ -446,8 +446,6 @@ def _validate(runs: Sequence[ModelRun], batches: Any, predict_step: Callable, we
               batch_size: int, metric: Callable[[np.ndarray, np.ndarray], float] | None) -> np.ndarray:
     """(K,) validation metric in target units: the MAE over real (finite) labels, or ``metric`` (the kind's own,
     e.g. beta_par's MAE for mu/beta_vec) over the validation molecules; NaN for a run without any."""
-    import jax.numpy as jnp
-
     arrays = getattr(batches, "arrays", None)
     steps = max(-(-r.validation.size // batch_size) for r in runs)
     abs_sum, count = np.zeros(len(runs)), np.zeros(len(runs))
@@ -456,7 +454,7 @@ def _validate(runs: Sequence[ModelRun], batches: Any, predict_step: Callable, we
         chunks = [r.validation[s * batch_size:(s + 1) * batch_size] for r in runs]
         batch, y, w = batches.inputs(chunks)
         y, mask = masked_labels(y, w)
-        pred = np.asarray(predict_step(weights, stats, batch, jnp.asarray(w), arrays))
+        pred = np.asarray(predict_step(weights, stats, batch, w, arrays))
         abs_sum += np.sum(np.abs(pred - y) * mask, axis=(1, 2))
         count += np.sum(mask, axis=(1, 2))
         if metric is not None:
@@ -482,13 +480,14 @@ def _train_epoch(runs: Sequence[ModelRun], batches: Any, train_step: Callable, w
     for s in range(max(steps_per_model)):
         chunks = [orders[k][s * batch_size:(s + 1) * batch_size] if not progress.stopped[k] else np.zeros(0, np.int64)
                   for k in range(k_models)]
-        lr = jnp.asarray([progress.schedules[k].rate(s, epoch + s / steps_per_model[k]) for k in range(k_models)],
-                         jnp.float32)
+        lr = np.asarray([progress.schedules[k].rate(s, epoch + s / steps_per_model[k]) for k in range(k_models)],
+                        np.float32)
         batch, y, wt = batches.inputs(chunks)
         y, mask = masked_labels(y, wt)
+        # Host arrays go to the compiled step as they are (its C++ dispatch transfers them): a
+        # jnp.asarray per array first is Python-side work in every step, the same numbers.
         w.tv, w.ntv, w.m, w.v, w.t, w.ema, loss, abs_err = train_step(
-            w.tv, w.ntv, w.m, w.v, w.t, w.ema, batch, jnp.asarray(y), jnp.asarray(wt), jnp.asarray(mask),
-            std_arr, lr, arrays)
+            w.tv, w.ntv, w.m, w.v, w.t, w.ema, batch, y, wt, mask, std_arr, lr, arrays)
         losses.append(loss)
         abs_errs.append(abs_err)
         counts += mask.sum(axis=(1, 2))
