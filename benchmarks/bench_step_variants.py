@@ -12,6 +12,12 @@ Each argument is a configuration, parts joined with ``+``:
 * ``remat-weave`` -- every weave module under ``jax.checkpoint`` (recomputed in the backward pass);
 * ``joined-pair-dots`` -- the first module's pair_to_atom and pair_to_pair as one dot of the joined
   (13, 100) kernel;
+* ``a2p-grad`` -- the A->P layer's pair output with a hand-written gradient that keeps only the
+  two ReLU masks (instead of autodiff keeping both gathered [U | V] rows of every pair);
+* ``a2p-names`` -- the A->P layer under ``jax.checkpoint`` saving only its two pre-activations
+  ``z_ij``, ``z_ji`` (the gathers recomputed, not kept, for the backward pass);
+* ``donate`` -- the step's weights, BatchNorm statistics, Adam moments and step count donated to
+  its outputs (``donate_argnums``: XLA updates them in place instead of writing new buffers);
 * ``opt:KEY=VALUE`` -- an XLA compiler option on the step's ``jax.jit`` (``true``/``false`` for booleans).
 
 All configurations are built in the same process from the same seeds (``--models`` K models of alpha,
@@ -101,8 +107,63 @@ def _patches() -> dict[str, Callable[[], Callable[[], None]]]:
                                       weave.pair_to_atom_sum(pairwise, pair_atoms, ops.shape(atoms)[0])])
         return new_atoms, self.pair_update([self.atom_to_pair(atoms, pair_atoms), pair_to_pair])
 
+    import qmlrp.models.layers as layers
+
+    plain_pair_forward = layers.PairFromAtoms.forward
+
+    def a2p_grad_forward(self, atoms, pair_atoms, tape=None):  # noqa: ANN001, ANN202
+        if tape is not None:
+            return plain_pair_forward(self, atoms, pair_atoms, tape)
+        projected = ops.matmul(atoms, ops.concatenate([self.kernel_first, self.kernel_second], axis=1))
+        units, n_atoms = self.units, ops.shape(atoms)[0]
+        first, second = pair_atoms[:, 0], pair_atoms[:, 1]
+
+        @ops.custom_gradient
+        def pairs_of(projected, bias):  # noqa: ANN001, ANN202
+            at_i = ops.take(projected, first, axis=0)
+            at_j = ops.take(projected, second, axis=0)
+            z_ij = at_i[:, :units] + at_j[:, units:] + bias
+            z_ji = at_j[:, :units] + at_i[:, units:] + bias
+            on_ij, on_ji = z_ij > 0, z_ji > 0
+
+            def grad(*args, upstream=None):  # noqa: ANN001, ANN002, ANN202
+                if upstream is None:
+                    (upstream,) = args
+                g_ij = ops.where(on_ij, upstream, 0.0)
+                g_ji = ops.where(on_ji, upstream, 0.0)
+                d_at_i = ops.concatenate([g_ij, g_ji], axis=1)
+                d_at_j = ops.concatenate([g_ji, g_ij], axis=1)
+                d_projected = (ops.segment_sum(d_at_i, first, num_segments=n_atoms)
+                               + ops.segment_sum(d_at_j, second, num_segments=n_atoms))
+                return d_projected, ops.sum(g_ij, axis=0) + ops.sum(g_ji, axis=0)
+
+            return ops.relu(z_ij) + ops.relu(z_ji), grad
+
+        return pairs_of(projected, self.bias)
+
+    def a2p_names_forward(self, atoms, pair_atoms, tape=None):  # noqa: ANN001, ANN202
+        if tape is not None:
+            return plain_pair_forward(self, atoms, pair_atoms, tape)
+        from jax.ad_checkpoint import checkpoint_name
+
+        def body(atoms, kernel, bias):  # noqa: ANN001, ANN202
+            d = self.atom_dim
+            projected = ops.matmul(atoms, ops.concatenate([kernel[:d], kernel[d:]], axis=1))
+            at_i = ops.take(projected, pair_atoms[:, 0], axis=0)
+            at_j = ops.take(projected, pair_atoms[:, 1], axis=0)
+            u_i, v_i = at_i[:, : self.units], at_i[:, self.units :]
+            u_j, v_j = at_j[:, : self.units], at_j[:, self.units :]
+            z_ij = checkpoint_name(u_i + v_j + bias, "z_ij")
+            z_ji = checkpoint_name(u_j + v_i + bias, "z_ji")
+            return self.activation(z_ij) + self.activation(z_ji)
+
+        policy = jax.checkpoint_policies.save_only_these_names("z_ij", "z_ji")
+        return jax.checkpoint(body, policy=policy)(atoms, self.kernel.value, self.bias.value)
+
     return {
         "current": lambda: (lambda: None),
+        "a2p-grad": lambda: patch(layers.PairFromAtoms, "forward", a2p_grad_forward),
+        "a2p-names": lambda: patch(layers.PairFromAtoms, "forward", a2p_names_forward),
         "xla-default-schedule": lambda: patch(engine, "step_compiler_options", lambda: None),
         "readout-2d-sum": lambda: patch(readout, "_histogram", _readout_2d_sum),
         "remat-weave": lambda: patch(weave.WeaveModule, "forward", remat_forward),
@@ -118,22 +179,25 @@ class Configuration:
         import jax.numpy as jnp
 
         self.name = name
-        patches, options, undo = _patches(), {}, []
+        patches, options, undo, donate = _patches(), {}, [], False
         for part in name.split("+"):
-            if part.startswith("opt:"):
+            if part == "donate":
+                donate = True
+            elif part.startswith("opt:"):
                 key, _, value = part[4:].partition("=")
                 options[key] = {"true": True, "false": False}.get(value, value)
             elif part in patches:
                 undo.append(patches[part]())
             else:
-                raise SystemExit(f"{part}: unknown variant part (known: {', '.join(patches)}, opt:KEY=VALUE)")
+                raise SystemExit(f"{part}: unknown variant part (known: {', '.join(patches)}, donate, opt:KEY=VALUE)")
         self.bench = Bench(store, y, n_models, 2000, 64)  # the step is traced on its first call: keep the patches
         self.undo = undo
-        if options:
+        if options or donate:
             from qmlrp.training.engine import step_compiler_options
 
             merged = {**(step_compiler_options() or {}), **options}
-            self.bench.step = jax.jit(self.bench.step.__wrapped__, compiler_options=merged)
+            self.bench.step = jax.jit(self.bench.step.__wrapped__, compiler_options=merged,
+                                      donate_argnums=(0, 1, 2, 3, 4) if donate else ())
         self.bench.rng = np.random.default_rng(5)
         self.batches = []
         for _ in range(n_batches):

@@ -106,11 +106,9 @@ class Bench:
         return inputs, y, w, mask
 
     def step_args(self, inputs, y, w, mask) -> tuple:  # noqa: ANN001
-        """The compiled step's arguments for one batch (from :meth:`host`) and the current state."""
-        import jax.numpy as jnp
-
-        return (self.tv, self.ntv, self.m, self.v, self.t, [], inputs, jnp.asarray(y), jnp.asarray(w),
-                jnp.asarray(mask), self.std, self.lr, None)
+        """The compiled step's arguments for one batch (from :meth:`host`) and the current state
+        (host arrays passed as they are, as ``fit()`` passes them)."""
+        return (self.tv, self.ntv, self.m, self.v, self.t, [], inputs, y, w, mask, self.std, self.lr, None)
 
     def apply(self, inputs, y, w, mask) -> tuple:  # noqa: ANN001
         """One step on the given batch, the state advanced; returns ``(loss, abs_err)``."""
