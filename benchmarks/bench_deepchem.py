@@ -69,9 +69,11 @@ def worker_qmlrp(data: str, epochs: int, batch: int) -> dict:
                      early_stopping_patience=epochs + 1, time_limit_minutes=None)
     positions = np.arange(n)
     run = ModelRun("alpha", get_target("alpha"), y, positions, positions[:64], config.seed)
-    marks = []
-    fit(store, [run], config, log=False, on_epoch=lambda k, row: marks.append(time.process_time()))
-    return {"epoch_cpu": list(np.diff(marks))}
+    marks = []  # (process, main thread) CPU-s after each epoch
+    fit(store, [run], config, log=False,
+        on_epoch=lambda k, row: marks.append((time.process_time(), time.thread_time())))
+    process, main_thread = np.diff(np.array(marks), axis=0).T
+    return {"epoch_cpu": list(process), "epoch_main_cpu": list(main_thread)}
 
 
 def worker_deepchem(data: str, epochs: int, batch: int, batch_norm: bool) -> dict:
