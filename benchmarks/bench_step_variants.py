@@ -146,19 +146,12 @@ def _patches() -> dict[str, Callable[[], Callable[[], None]]]:
             return plain_pair_forward(self, atoms, pair_atoms, tape)
         from jax.ad_checkpoint import checkpoint_name
 
-        def body(atoms, kernel, bias):  # noqa: ANN001, ANN202
-            d = self.atom_dim
-            projected = ops.matmul(atoms, ops.concatenate([kernel[:d], kernel[d:]], axis=1))
-            at_i = ops.take(projected, pair_atoms[:, 0], axis=0)
-            at_j = ops.take(projected, pair_atoms[:, 1], axis=0)
-            u_i, v_i = at_i[:, : self.units], at_i[:, self.units :]
-            u_j, v_j = at_j[:, : self.units], at_j[:, self.units :]
-            z_ij = checkpoint_name(u_i + v_j + bias, "z_ij")
-            z_ji = checkpoint_name(u_j + v_i + bias, "z_ji")
-            return self.activation(z_ij) + self.activation(z_ji)
+        def body(atoms):  # noqa: ANN001, ANN202
+            z_ij, z_ji = self.pre_activations(atoms, pair_atoms)
+            return self.activation(checkpoint_name(z_ij, "z_ij")) + self.activation(checkpoint_name(z_ji, "z_ji"))
 
         policy = jax.checkpoint_policies.save_only_these_names("z_ij", "z_ji")
-        return jax.checkpoint(body, policy=policy)(atoms, self.kernel.value, self.bias.value)
+        return jax.checkpoint(body, policy=policy)(atoms)
 
     return {
         "current": lambda: (lambda: None),
